@@ -1,0 +1,333 @@
+//! A held claim: the right to execute one key's request, and the duty to end it.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::decision::{Execution, Operation, Outcome, Recovery};
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::inflight::SlotGuard;
+use crate::record::ClaimId;
+use crate::store::{Store, display_key};
+use crate::time::Timestamp;
+
+/// The right, held by exactly one caller, to execute a key's request.
+///
+/// End it with [`complete`](Self::complete) (the response is stored and replayed to every
+/// retry) or [`release`](Self::release) (the operation did not happen; a retry may run it).
+/// Dropping it without either — an early return, a panic — *abandons* it: the outcome is
+/// unknown, so the key is not freed; its lease ends at once and the store's recovery policy
+/// decides what the next request gets. Waiters in this process wake in every case.
+#[must_use = "a claim must be completed or released; dropping it abandons the key"]
+pub struct Claim {
+    store: Store,
+    storage_key: Vec<u8>,
+    fingerprint: Fingerprint,
+    execution: Execution,
+    // Held only to be dropped: after the final operation (fields drop after `Drop::drop`),
+    // so waiters in this process wake to the final state.
+    _slot: Option<SlotGuard>,
+    ended: bool,
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scope, key) = display_key(&self.storage_key);
+        f.debug_struct("Claim")
+            .field("scope", &scope)
+            .field("key", &key)
+            .field("id", &self.execution.claim)
+            .field("attempt", &self.execution.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a successful [`Claim::complete`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Completion {
+    /// When the response was stored.
+    pub completed_at: Timestamp,
+    /// When the record expires (`None`: never).
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A failed [`Claim::complete`]: the error, and the claim back when completing may still
+/// succeed (for instance with a smaller response, or once the disk has space again).
+/// Dropping the returned claim abandons it.
+#[derive(Debug)]
+pub struct CompleteError {
+    /// Why completing failed.
+    pub error: Error,
+    /// The claim, unless it has lost its key.
+    pub claim: Option<Box<Claim>>,
+}
+
+impl fmt::Display for CompleteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "completing the claim failed: {}", self.error)
+    }
+}
+
+impl std::error::Error for CompleteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<CompleteError> for Error {
+    /// Keeps the error; the claim, if any, is dropped and so abandoned.
+    fn from(e: CompleteError) -> Error {
+        e.error
+    }
+}
+
+/// A claim detached from its store handle, to be resumed later with
+/// [`Store::resume`](crate::Store::resume), possibly by another process. The CLI uses it so
+/// the store file is not held while the user's command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClaimTicket {
+    /// The scope.
+    pub scope: String,
+    /// The key, as stored (UUIDs in lower case).
+    pub key: String,
+    /// The claim's id.
+    pub claim: ClaimId,
+    /// The request's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+impl ClaimTicket {
+    /// A ticket for a claim known by its parts.
+    pub fn new(scope: &str, key: &str, claim: ClaimId, fingerprint: Fingerprint) -> ClaimTicket {
+        ClaimTicket {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            claim,
+            fingerprint,
+        }
+    }
+}
+
+impl Claim {
+    pub(crate) fn new(
+        store: Store,
+        storage_key: Vec<u8>,
+        fingerprint: Fingerprint,
+        execution: Execution,
+        slot: Option<SlotGuard>,
+    ) -> Claim {
+        Claim {
+            store,
+            storage_key,
+            fingerprint,
+            execution,
+            _slot: slot,
+            ended: false,
+        }
+    }
+
+    /// The claim's id.
+    pub fn id(&self) -> ClaimId {
+        self.execution.claim
+    }
+
+    /// The scope.
+    pub fn scope(&self) -> String {
+        display_key(&self.storage_key).0
+    }
+
+    /// The key, as stored (UUIDs in lower case).
+    pub fn key(&self) -> String {
+        display_key(&self.storage_key).1
+    }
+
+    /// The request's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// 1 for the first execution; more when taking over abandoned claims.
+    pub fn attempt(&self) -> u32 {
+        self.execution.attempt
+    }
+
+    /// Present when an earlier attempt vanished without an outcome: it may have run partly
+    /// or fully, so check before repeating a side effect.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.execution.recovery.as_ref()
+    }
+
+    /// Whether this execution takes over an abandoned claim.
+    pub fn is_recovery(&self) -> bool {
+        self.execution.recovery.is_some()
+    }
+
+    /// When the key was first claimed.
+    pub fn created_at(&self) -> Timestamp {
+        self.execution.created_at
+    }
+
+    /// When the record expires (`None`: never).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.execution.expires_at
+    }
+
+    /// When the lease ends unless extended.
+    pub fn lease_until(&self) -> Timestamp {
+        self.execution.lease_until
+    }
+
+    fn apply(&self, op: Operation) -> Result<Outcome> {
+        self.store.inner.check_open()?;
+        self.store
+            .inner
+            .engine
+            .apply_one(self.storage_key.clone(), op)
+    }
+
+    /// Stores `response` as the request's outcome; every later `begin` with this key and
+    /// fingerprint replays it. Durable when this returns (with the default durability).
+    ///
+    /// On failure the record stays in flight — it never turns into a fresh execution for
+    /// someone else — and the claim comes back in the error when completing may still work.
+    pub fn complete(mut self, response: impl AsRef<[u8]>) -> Result<Completion, CompleteError> {
+        let response = response.as_ref();
+        let limit = self.store.max_response_size();
+        if response.len() > limit {
+            return Err(CompleteError {
+                error: Error::ResponseTooLarge {
+                    size: response.len(),
+                    limit,
+                },
+                claim: Some(Box::new(self)),
+            });
+        }
+        let op = Operation::Complete {
+            claim: self.execution.claim,
+            response: response.to_vec(),
+        };
+        match self.apply(op) {
+            Ok(Outcome::Completed {
+                completed_at,
+                expires_at,
+            }) => {
+                self.ended = true;
+                let counters = &self.store.inner.counters;
+                counters.completes.fetch_add(1, Ordering::Relaxed);
+                Ok(Completion {
+                    completed_at,
+                    expires_at,
+                })
+            }
+            Ok(Outcome::ClaimLost(reason)) => {
+                self.ended = true;
+                Err(CompleteError {
+                    error: Error::ClaimLost(reason),
+                    claim: None,
+                })
+            }
+            Ok(other) => Err(CompleteError {
+                error: Error::Internal {
+                    detail: format!("unexpected outcome {other:?} for complete"),
+                },
+                claim: Some(Box::new(self)),
+            }),
+            Err(error) => Err(CompleteError {
+                error,
+                claim: Some(Box::new(self)),
+            }),
+        }
+    }
+
+    /// The operation did not happen (and will not): free the key, so a retry executes it.
+    /// If this fails the claim is abandoned instead.
+    pub fn release(mut self) -> Result<()> {
+        let outcome = self.apply(Operation::Release {
+            claim: self.execution.claim,
+        });
+        match outcome? {
+            Outcome::Released => {
+                self.ended = true;
+                let counters = &self.store.inner.counters;
+                counters.releases.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Outcome::ClaimLost(reason) => {
+                self.ended = true;
+                Err(Error::ClaimLost(reason))
+            }
+            other => Err(Error::Internal {
+                detail: format!("unexpected outcome {other:?} for release"),
+            }),
+        }
+    }
+
+    /// Gives up without an outcome, as dropping the claim does, but reports errors.
+    pub fn abandon(mut self) -> Result<()> {
+        self.ended = true;
+        self.abandon_now()
+    }
+
+    fn abandon_now(&self) -> Result<()> {
+        match self.apply(Operation::Abandon {
+            claim: self.execution.claim,
+        })? {
+            Outcome::AbandonRecorded => {
+                let counters = &self.store.inner.counters;
+                counters.abandons.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Outcome::ClaimLost(reason) => Err(Error::ClaimLost(reason)),
+            other => Err(Error::Internal {
+                detail: format!("unexpected outcome {other:?} for abandon"),
+            }),
+        }
+    }
+
+    /// Sets the lease to end `lease` from now, for an operation that runs longer than its
+    /// lease. Returns the new end.
+    pub fn extend_lease(&mut self, lease: Duration) -> Result<Timestamp> {
+        match self.apply(Operation::ExtendLease {
+            claim: self.execution.claim,
+            lease,
+        })? {
+            Outcome::LeaseExtended { lease_until } => {
+                self.execution.lease_until = lease_until;
+                Ok(lease_until)
+            }
+            Outcome::ClaimLost(reason) => Err(Error::ClaimLost(reason)),
+            other => Err(Error::Internal {
+                detail: format!("unexpected outcome {other:?} for extend_lease"),
+            }),
+        }
+    }
+
+    /// Lets go of this handle without ending the claim: the record stays in flight under
+    /// its lease, and [`Store::resume`](crate::Store::resume) takes it back. Waiters in this
+    /// process stop waiting for it.
+    pub fn detach(mut self) -> ClaimTicket {
+        self.ended = true;
+        let (scope, key) = display_key(&self.storage_key);
+        ClaimTicket {
+            scope,
+            key,
+            claim: self.execution.claim,
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Err(error) = self.abandon_now() {
+            // The record stays in flight; its lease ends on its own.
+            tracing::warn!(%error, claim = %self.execution.claim, "abandoning a dropped claim failed");
+        }
+    }
+}

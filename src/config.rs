@@ -1,0 +1,367 @@
+//! Opening a store: every setting, its default, and its limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::StorageBackend;
+
+use crate::decision::RecoveryPolicy;
+use crate::error::{Error, Result};
+use crate::key::{KeyPolicy, MAX_KEY_LEN_LIMIT};
+use crate::storage::{OpenOptions, Opener};
+use crate::store::Store;
+use crate::time::{Clock, SystemClock};
+
+/// The shortest retention a request may ask for.
+pub const MIN_RETENTION: Duration = Duration::from_secs(1);
+
+/// The largest `max_response_size` a store accepts: 64 MiB.
+pub const MAX_RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The largest owner tag a claim may carry, in bytes.
+pub const MAX_OWNER_LEN: usize = 1024;
+
+/// When a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is synced before the callers in it are answered: an acknowledged claim
+    /// or completion survives a crash. The default.
+    #[default]
+    Immediate,
+    /// Commits are not synced; they reach the disk with a later durable commit or when the
+    /// store is closed. A crash loses recent claims and completions, so a retry after a
+    /// crash may execute again. For caches and tests, never for side effects that matter.
+    None,
+}
+
+/// Configures and opens a [`Store`].
+///
+/// ```
+/// use idemdb::{Store, KeyPolicy};
+/// use std::time::Duration;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::builder()
+///     .default_retention(Duration::from_secs(3600))
+///     .lease(Duration::from_secs(30))
+///     .key_policy(KeyPolicy::Opaque { max_len: 128 })
+///     .open(dir.path().join("idempotency.idemdb"))?;
+/// # store.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreBuilder {
+    default_retention: Duration,
+    max_retention: Duration,
+    lease: Duration,
+    wait: Duration,
+    key_policy: KeyPolicy,
+    max_response_size: usize,
+    sweep_interval: Option<Duration>,
+    sweep_batch: usize,
+    durability: Durability,
+    two_phase_commit: bool,
+    quick_repair: bool,
+    cache_size: usize,
+    clock: Arc<dyn Clock>,
+    recovery: RecoveryPolicy,
+    verify_on_open: bool,
+    create_if_missing: bool,
+    max_batch: usize,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            default_retention: Duration::from_secs(24 * 3600),
+            max_retention: Duration::from_secs(365 * 24 * 3600),
+            lease: Duration::from_secs(60),
+            wait: Duration::from_secs(10),
+            key_policy: KeyPolicy::default(),
+            max_response_size: 1024 * 1024,
+            sweep_interval: Some(Duration::from_secs(1)),
+            sweep_batch: 1000,
+            durability: Durability::Immediate,
+            two_phase_commit: false,
+            quick_repair: false,
+            cache_size: 256 * 1024 * 1024,
+            clock: Arc::new(SystemClock),
+            recovery: RecoveryPolicy::TakeOver,
+            verify_on_open: true,
+            create_if_missing: true,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// The settings a running store uses, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) default_retention: Duration,
+    pub(crate) max_retention: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) key_policy: KeyPolicy,
+    pub(crate) max_response_size: usize,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) sweep_batch: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) recovery: RecoveryPolicy,
+}
+
+impl StoreBuilder {
+    /// A builder with the defaults listed on each setter.
+    pub fn new() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// How long a record counts when a request does not say (default 24 h). Between 1 s and
+    /// the maximum retention.
+    pub fn default_retention(mut self, retention: Duration) -> Self {
+        self.default_retention = retention;
+        self
+    }
+
+    /// The longest retention a request may ask for (default 365 days). "Forever" is always
+    /// allowed.
+    pub fn max_retention(mut self, retention: Duration) -> Self {
+        self.max_retention = retention;
+        self
+    }
+
+    /// How long a claim holds its key before others may treat it as abandoned (default
+    /// 60 s). A holder can extend it; a dropped claim ends it at once.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a `begin` waits for another caller in this process that holds the same key
+    /// (default 10 s) before answering "in progress".
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Which keys are accepted (default: opaque, up to 255 bytes).
+    pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
+        self.key_policy = policy;
+        self
+    }
+
+    /// The largest response `complete` accepts, in bytes (default 1 MiB, at most 64 MiB).
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = bytes;
+        self
+    }
+
+    /// How often the background sweeper deletes expired records (default every second);
+    /// `None` turns it off ([`Store::sweep_now`] still works). Expired records count as
+    /// absent at once either way.
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// How many expired records one sweep transaction deletes at most (default 1000), which
+    /// bounds how long a sweep can hold up claims.
+    pub fn sweep_batch(mut self, batch: usize) -> Self {
+        self.sweep_batch = batch;
+        self
+    }
+
+    /// When commits reach the disk (default [`Durability::Immediate`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Commit in two phases (two syncs per commit): protects against a crash that reorders
+    /// writes adversarially, at the cost of commit latency. Off by default.
+    pub fn two_phase_commit(mut self, enabled: bool) -> Self {
+        self.two_phase_commit = enabled;
+        self
+    }
+
+    /// Save redb's allocator state with every commit, so reopening after a crash is quick
+    /// instead of a full repair. Off by default (each commit writes a little more).
+    pub fn quick_repair(mut self, enabled: bool) -> Self {
+        self.quick_repair = enabled;
+        self
+    }
+
+    /// Memory for redb's page cache, in bytes (default 256 MiB).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// Where time comes from (default the system clock). Tests inject a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// What a `begin` gets when the holder of its key vanished (default
+    /// [`RecoveryPolicy::TakeOver`]).
+    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = policy;
+        self
+    }
+
+    /// Verify every page's checksum when opening (default on). A damaged file is then
+    /// always a typed [`Error::Corrupt`]; without the check, redb may trip over damaged
+    /// pages later. Opening reads the whole file, so very large stores may turn it off.
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    /// Create the store file if it does not exist (default on). Off, a missing file is
+    /// [`Error::Missing`].
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// The most operations one write transaction applies (default 1024).
+    pub fn max_batch(mut self, ops: usize) -> Self {
+        self.max_batch = ops;
+        self
+    }
+
+    fn settings(&self) -> Result<Settings> {
+        let invalid =
+            |option: &'static str, reason: String| Err(Error::InvalidConfig { option, reason });
+        if self.max_retention < MIN_RETENTION {
+            return invalid(
+                "max_retention",
+                format!("must be at least {MIN_RETENTION:?}"),
+            );
+        }
+        if self.default_retention < MIN_RETENTION || self.default_retention > self.max_retention {
+            return invalid(
+                "default_retention",
+                format!(
+                    "{:?} is not between {MIN_RETENTION:?} and max_retention ({:?})",
+                    self.default_retention, self.max_retention
+                ),
+            );
+        }
+        if let KeyPolicy::Opaque { max_len } = self.key_policy
+            && !(1..=MAX_KEY_LEN_LIMIT).contains(&max_len)
+        {
+            return invalid(
+                "key_policy",
+                format!("max_len {max_len} is not between 1 and {MAX_KEY_LEN_LIMIT}"),
+            );
+        }
+        if self.max_response_size > MAX_RESPONSE_LIMIT {
+            return invalid(
+                "max_response_size",
+                format!(
+                    "{} bytes exceeds the limit of {MAX_RESPONSE_LIMIT}",
+                    self.max_response_size
+                ),
+            );
+        }
+        if self.sweep_interval == Some(Duration::ZERO) {
+            return invalid("sweep_interval", "must not be zero (use None)".to_owned());
+        }
+        if !(1..=1_000_000).contains(&self.sweep_batch) {
+            return invalid("sweep_batch", "must be between 1 and 1,000,000".to_owned());
+        }
+        if !(1..=1_000_000).contains(&self.max_batch) {
+            return invalid("max_batch", "must be between 1 and 1,000,000".to_owned());
+        }
+        Ok(Settings {
+            default_retention: self.default_retention,
+            max_retention: self.max_retention,
+            lease: self.lease,
+            wait: self.wait,
+            key_policy: self.key_policy.clone(),
+            max_response_size: self.max_response_size,
+            sweep_interval: self.sweep_interval,
+            sweep_batch: self.sweep_batch,
+            clock: Arc::clone(&self.clock),
+            recovery: self.recovery,
+        })
+    }
+
+    fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            cache_size: self.cache_size,
+            verify: self.verify_on_open,
+            create: self.create_if_missing,
+        }
+    }
+
+    pub(crate) fn commit_settings(&self) -> crate::storage::CommitSettings {
+        crate::storage::CommitSettings {
+            durable: self.durability == Durability::Immediate,
+            two_phase: self.two_phase_commit,
+            quick_repair: self.quick_repair,
+            max_batch: self.max_batch,
+        }
+    }
+
+    /// Opens (or creates) the store in the file at `path`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
+        let settings = self.settings()?;
+        let opener = Opener::file(path.as_ref().to_owned(), self.open_options());
+        Store::start(opener, settings, self.commit_settings())
+    }
+
+    /// Opens a store held in memory only: for tests. It is gone when the store is dropped.
+    pub fn open_in_memory(self) -> Result<Store> {
+        let memory = Arc::new(redb::backends::InMemoryBackend::new());
+        self.open_with_backend("memory", move || Ok(SharedBackend(Arc::clone(&memory))))
+    }
+
+    /// Opens a store on a custom redb [`StorageBackend`] (for example one that injects
+    /// faults). `factory` is called at open and again whenever the store must reopen the
+    /// database after a failed commit; each call must return a backend over the same
+    /// storage. `label` names the store in errors.
+    pub fn open_with_backend<B, F>(self, label: &str, factory: F) -> Result<Store>
+    where
+        B: StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let settings = self.settings()?;
+        let factory: crate::storage::DbFactory = Arc::new(move |builder: &redb::Builder| {
+            let backend =
+                factory().map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+            builder.create_with_backend(backend)
+        });
+        let opener = Opener::backend(PathBuf::from(label), factory, self.open_options());
+        Store::start(opener, settings, self.commit_settings())
+    }
+}
+
+/// Lets several opens share one backend (an in-memory one must survive a reopen).
+#[derive(Debug)]
+pub struct SharedBackend<B: StorageBackend>(pub Arc<B>);
+
+impl<B: StorageBackend> StorageBackend for SharedBackend<B> {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+}

@@ -1,0 +1,117 @@
+//! # idemdb — an embedded idempotency engine
+//!
+//! A request carrying an idempotency key is executed **at most once** within its retention
+//! window; every retry gets the original response back; the same key with a different
+//! request is refused as a **conflict**. Durably, across crashes, in one file.
+//!
+//! ## The model
+//!
+//! - A **scope** is a namespace (a tenant, an endpoint); the same key in two scopes is two
+//!   unrelated records.
+//! - A **key** is the caller's idempotency key, checked against the store's [`KeyPolicy`].
+//! - A **fingerprint** ([`Fingerprint`]) says what the request is: the same key with another
+//!   fingerprint is a conflict, never a replay.
+//! - [`Store::begin`] answers with a [`Begin`]:
+//!   - [`Begin::Execute`] — you hold a [`Claim`]: do the work, then [`Claim::complete`] with
+//!     the response (or [`Claim::release`] if nothing happened);
+//!   - [`Begin::Replay`] — it was done already: send the stored response;
+//!   - [`Begin::Conflict`] — the key was used for a different request;
+//!   - [`Begin::InProgress`] — someone else is executing it right now;
+//!   - [`Begin::Abandoned`] — an earlier attempt vanished mid-way and the
+//!     [`RecoveryPolicy`] is strict.
+//!
+//! [`Store::run`] wraps the whole cycle in one call.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use idemdb::{Begin, Fingerprint, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("orders.idemdb"))?;
+//!
+//! let request = Fingerprint::builder()
+//!     .method("POST")
+//!     .path("/orders")
+//!     .json_body(br#"{"item": "book", "qty": 1}"#)?
+//!     .finish();
+//!
+//! match store.begin("shop", "order-2f7c", request)? {
+//!     Begin::Execute(claim) => {
+//!         // ... create the order, exactly once ...
+//!         claim.complete(br#"{"order_id": 17}"#)?;
+//!     }
+//!     Begin::Replay(r) => println!("replaying {}", String::from_utf8_lossy(&r.response)),
+//!     other => println!("not now: {}", other.kind()),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Guarantees
+//!
+//! - When `begin` answers Execute, the claim is durable; when `complete` returns, the
+//!   response is durable (with the default [`Durability::Immediate`]).
+//! - Concurrent `begin`s of one key, in one process or many, produce at most one Execute.
+//!   In one process the others wait (up to a bound) and then replay.
+//! - A claim dropped without an outcome (a panic, an early return) never frees the key: the
+//!   recovery policy decides, and the next execution is flagged as a recovery.
+//! - Expiry is exact at read time; a background sweeper deletes expired records in bounded
+//!   batches through an expiry index.
+//! - Bad input and bad files are typed [`Error`]s, never panics.
+//!
+//! ## Where the code is
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | `key` | key policies, scopes, framing (scope, key) into one storage key |
+//! | `fingerprint`, [`canonical_json`] | what makes two requests the same |
+//! | [`decision`] | the state machine, as pure functions |
+//! | `codec` | the on-disk record format (bincode behind a format byte) |
+//! | `storage` | the engine seam; redb tables; the group-commit writer |
+//! | `inflight` | the lock-striped map where same-key callers wait |
+//! | `sweeper` | deletion of expired records |
+//! | `store`, `claim`, `run` | the public façade |
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod begin;
+pub mod canonical_json;
+mod claim;
+mod codec;
+mod config;
+pub mod decision;
+mod error;
+mod fingerprint;
+mod inflight;
+mod key;
+mod record;
+mod run;
+mod scan;
+mod stats;
+mod storage;
+mod store;
+mod sweeper;
+mod time;
+
+pub use begin::{Begin, BeginOptions, Retention};
+pub use canonical_json::{JsonError, JsonErrorKind, canonical_json};
+pub use claim::{Claim, ClaimTicket, CompleteError, Completion};
+pub use config::{
+    Durability, MAX_OWNER_LEN, MAX_RESPONSE_LIMIT, MIN_RETENTION, SharedBackend, StoreBuilder,
+};
+pub use decision::{Abandoned, Conflict, InProgress, Recovery, RecoveryPolicy, Replay};
+pub use error::{ClaimLostReason, Error, KeyError, Result};
+pub use fingerprint::{Fingerprint, FingerprintBuilder};
+pub use key::{
+    DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN, UuidVersions, validate_scope,
+};
+pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
+pub use run::{RunError, RunOutcome};
+pub use scan::{Scan, ScanEntry};
+pub use stats::{StateCounts, Stats};
+pub use store::Store;
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+
+/// The redb version idemdb is built on, for implementing a custom
+/// [`StorageBackend`](redb::StorageBackend).
+pub use redb;

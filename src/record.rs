@@ -1,0 +1,273 @@
+//! What the store keeps per (scope, key).
+
+use std::fmt;
+
+use crate::fingerprint::Fingerprint;
+use crate::time::Timestamp;
+
+/// Identifies one claim: the right to execute a key's request, held by one caller.
+///
+/// Completing, releasing or extending a claim checks this id against the record, so a claim
+/// whose key was taken over after its lease ended can never overwrite the new holder's work.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimId(u128);
+
+impl ClaimId {
+    /// Wraps a raw id.
+    pub const fn from_u128(id: u128) -> ClaimId {
+        ClaimId(id)
+    }
+
+    /// The raw id.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Parses the 32-digit hexadecimal form that `Display` writes.
+    pub fn parse(text: &str) -> Option<ClaimId> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(ClaimId)
+    }
+}
+
+impl fmt::Debug for ClaimId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClaimId({:032x})", self.0)
+    }
+}
+
+impl fmt::Display for ClaimId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// The stored state of one idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) attempt: u32,
+    pub(crate) state: RecordState,
+}
+
+/// Where a record is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    /// Claimed; the holder is executing (or crashed while executing).
+    InFlight(InFlight),
+    /// Executed; the response is stored for replay.
+    Completed(Completed),
+}
+
+/// The details of an in-flight record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub(crate) claim: ClaimId,
+    pub(crate) lease_until: Timestamp,
+    pub(crate) abandoned_at: Option<Timestamp>,
+    pub(crate) owner: Option<Vec<u8>>,
+}
+
+/// The details of a completed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed {
+    pub(crate) completed_at: Timestamp,
+    pub(crate) response: Vec<u8>,
+}
+
+/// A record's state as a plain word, for counting and reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKind {
+    /// In flight with a live lease.
+    InFlight,
+    /// In flight, but its lease has ended or its holder abandoned it: the outcome is
+    /// unknown and the recovery policy decides what the next request gets.
+    Abandoned,
+    /// Completed, with a stored response.
+    Completed,
+    /// Past its retention; treated as absent, waiting for the sweeper.
+    Expired,
+}
+
+impl StateKind {
+    /// The lower-case name: `in_flight`, `abandoned`, `completed`, `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::InFlight => "in_flight",
+            StateKind::Abandoned => "abandoned",
+            StateKind::Completed => "completed",
+            StateKind::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Record {
+    /// A completed record, as an import tool re-creates it.
+    pub fn new_completed(
+        fingerprint: Fingerprint,
+        created_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        completed_at: Timestamp,
+        response: Vec<u8>,
+    ) -> Record {
+        Record {
+            fingerprint,
+            created_at,
+            expires_at,
+            attempt: 1,
+            state: RecordState::Completed(Completed {
+                completed_at,
+                response,
+            }),
+        }
+    }
+
+    /// An in-flight record, as an import tool re-creates it.
+    pub fn new_in_flight(
+        fingerprint: Fingerprint,
+        created_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        claim: ClaimId,
+        lease_until: Timestamp,
+        owner: Option<Vec<u8>>,
+    ) -> Record {
+        Record {
+            fingerprint,
+            created_at,
+            expires_at,
+            attempt: 1,
+            state: RecordState::InFlight(InFlight {
+                claim,
+                lease_until,
+                abandoned_at: None,
+                owner,
+            }),
+        }
+    }
+
+    /// Sets how many claims have executed this key (1 for the first; more after recoveries).
+    pub fn with_attempt(mut self, attempt: u32) -> Record {
+        self.attempt = attempt.max(1);
+        self
+    }
+
+    /// The request's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// When the key was first claimed.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// When the record stops counting (`None`: kept forever).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+
+    /// How many claims have executed this key: 1, plus one per recovery.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The record's state.
+    pub fn state(&self) -> &RecordState {
+        &self.state
+    }
+
+    /// The stored response, if completed.
+    pub fn response(&self) -> Option<&[u8]> {
+        match &self.state {
+            RecordState::Completed(c) => Some(&c.response),
+            RecordState::InFlight(_) => None,
+        }
+    }
+
+    /// The state as a word, at `now`.
+    pub fn kind(&self, now: Timestamp) -> StateKind {
+        if self.is_expired(now) {
+            return StateKind::Expired;
+        }
+        match &self.state {
+            RecordState::Completed(_) => StateKind::Completed,
+            RecordState::InFlight(f) if f.lease_live(now) => StateKind::InFlight,
+            RecordState::InFlight(_) => StateKind::Abandoned,
+        }
+    }
+
+    /// The first instant at which the record may be deleted: its expiry, or for an
+    /// in-flight record whose lease outlasts the expiry, the end of the lease. A live lease
+    /// keeps a record alive, so a slow execution is never run twice because its retention
+    /// ran out underneath it. `None` for a record kept forever.
+    pub fn sweep_at(&self) -> Option<Timestamp> {
+        let expires_at = self.expires_at?;
+        Some(match &self.state {
+            RecordState::Completed(_) => expires_at,
+            RecordState::InFlight(f) => expires_at.max(f.lease_until),
+        })
+    }
+
+    /// Whether the record counts as absent at `now`. Exact to the millisecond: a record is
+    /// live before its `sweep_at` and expired from that instant on.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.sweep_at().is_some_and(|t| now >= t)
+    }
+
+    pub(crate) fn in_flight(&self) -> Option<&InFlight> {
+        match &self.state {
+            RecordState::InFlight(f) => Some(f),
+            RecordState::Completed(_) => None,
+        }
+    }
+}
+
+impl InFlight {
+    /// The claim that holds the key.
+    pub fn claim(&self) -> ClaimId {
+        self.claim
+    }
+
+    /// When the holder's lease ends.
+    pub fn lease_until(&self) -> Timestamp {
+        self.lease_until
+    }
+
+    /// When the holder gave up without completing or releasing, if it did.
+    pub fn abandoned_at(&self) -> Option<Timestamp> {
+        self.abandoned_at
+    }
+
+    /// The opaque owner tag the holder attached (the CLI stores host, pid and start time).
+    pub fn owner(&self) -> Option<&[u8]> {
+        self.owner.as_deref()
+    }
+
+    /// Whether the lease still protects the holder at `now`. A lease is live strictly before
+    /// `lease_until`, so a zero lease is never live.
+    pub fn lease_live(&self, now: Timestamp) -> bool {
+        now < self.lease_until
+    }
+}
+
+impl Completed {
+    /// When the response was stored.
+    pub fn completed_at(&self) -> Timestamp {
+        self.completed_at
+    }
+
+    /// The stored response.
+    pub fn response(&self) -> &[u8] {
+        &self.response
+    }
+}

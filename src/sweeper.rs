@@ -1,0 +1,124 @@
+//! The background sweeper: deletes expired records through the expiry index, in bounded
+//! batches, so its cost follows what expired rather than the size of the store.
+//!
+//! It reads due index entries from a snapshot, then asks the writer to delete each record
+//! only if it is still expired *and* still indexed at the instant the sweeper read. A key
+//! claimed anew after the snapshot has a new index instant, so it is never deleted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
+
+use crate::decision::{Operation, Outcome};
+use crate::error::Result;
+use crate::stats::Counters;
+use crate::storage::Engine;
+use crate::time::{Clock, Timestamp};
+
+/// The sweeper thread; stopping it (or dropping it) ends the thread.
+pub(crate) struct Sweeper {
+    stop: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+/// What one sweep batch did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SweepPass {
+    /// Due index entries found.
+    pub(crate) found: u64,
+    /// Records deleted.
+    pub(crate) deleted: u64,
+}
+
+impl Sweeper {
+    pub(crate) fn start(
+        engine: Arc<dyn Engine>,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+        batch: usize,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Sweeper> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("idemdb-sweeper".to_owned())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    loop {
+                        match sweep_once(engine.as_ref(), clock.now(), batch, &counters) {
+                            // A full batch that made progress: more may be due right away.
+                            Ok(pass) if pass.found == batch as u64 && pass.deleted > 0 => {
+                                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                                    return;
+                                }
+                            }
+                            Ok(_) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, "idemdb sweep failed; retrying next interval");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Sweeper { stop, handle })
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(self) {
+        drop(self.stop);
+        if self.handle.join().is_err() {
+            tracing::error!("the idemdb sweeper thread panicked");
+        }
+    }
+}
+
+/// Deletes up to `batch` records expired at `now`, in one write transaction.
+pub(crate) fn sweep_once(
+    engine: &dyn Engine,
+    now: Timestamp,
+    batch: usize,
+    counters: &Counters,
+) -> Result<SweepPass> {
+    let due = engine.due(now, batch)?;
+    let mut pass = SweepPass {
+        found: due.len() as u64,
+        deleted: 0,
+    };
+    if due.is_empty() {
+        return Ok(pass);
+    }
+    let ops = due
+        .into_iter()
+        .map(|(sweep_at, key)| (key, Operation::Sweep { sweep_at }))
+        .collect();
+    let mut first_error = None;
+    for result in engine.apply(ops) {
+        match result {
+            Ok(Outcome::Swept { deleted: true }) => pass.deleted += 1,
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    counters.sweeps.fetch_add(1, Ordering::Relaxed);
+    counters
+        .expired_swept
+        .fetch_add(pass.deleted, Ordering::Relaxed);
+    match first_error {
+        // Records that could not be read are skipped, not fatal, unless nothing moved.
+        Some(e) if pass.deleted == 0 => Err(e),
+        Some(e) => {
+            tracing::warn!(error = %e, "idemdb sweep skipped a damaged record");
+            Ok(pass)
+        }
+        None => Ok(pass),
+    }
+}

@@ -1,0 +1,209 @@
+//! What is acknowledged stays: across close and reopen, in every durability mode, and when
+//! a commit fails.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{TestStore, execute, fp, replay};
+use idemdb::{Begin, BeginOptions, Durability, Error, ManualClock, Record, RecoveryPolicy};
+
+fn populate(store: &idemdb::Store) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    for i in 0..300 {
+        let scope = format!("scope-{}", i % 3);
+        let key = format!("key-{i}");
+        let opts = match i % 4 {
+            0 => BeginOptions::new().forever(),
+            1 => BeginOptions::new().retention(Duration::from_secs(60)),
+            _ => BeginOptions::new(),
+        };
+        let claim = execute(
+            store
+                .begin_with(&scope, &key, fp(&key), &opts)
+                .expect("begin"),
+        );
+        match i % 5 {
+            0 => drop(claim),          // abandoned
+            1 => drop(claim.detach()), // in flight
+            _ => {
+                claim.complete(format!("r{i}")).expect("complete");
+            }
+        }
+        keys.push((scope, key));
+    }
+    keys
+}
+
+fn snapshot(store: &idemdb::Store, keys: &[(String, String)]) -> Vec<Option<Record>> {
+    keys.iter()
+        .map(|(s, k)| store.get(s, k).expect("get"))
+        .collect()
+}
+
+#[test]
+fn reopening_after_close_keeps_every_record() {
+    let mut t = TestStore::new();
+    let keys = populate(&t.store);
+    let before = snapshot(&t.store, &keys);
+    let counts = t.store.count_by_state().expect("count");
+    assert!(before.iter().all(Option::is_some));
+    t.reopen(|b| b);
+    assert_eq!(snapshot(&t.store, &keys), before);
+    assert_eq!(t.store.count_by_state().expect("count"), counts);
+    assert_eq!(
+        replay(
+            t.store
+                .begin("scope-2", "key-2", fp("key-2"))
+                .expect("begin")
+        ),
+        b"r2"
+    );
+}
+
+#[test]
+fn every_commit_mode_keeps_acknowledged_records() {
+    for (name, configure) in [
+        (
+            "two-phase",
+            (|b: idemdb::StoreBuilder| b.two_phase_commit(true)) as fn(_) -> _,
+        ),
+        ("quick-repair", |b: idemdb::StoreBuilder| {
+            b.quick_repair(true)
+        }),
+        (
+            "non-durable, flushed at close",
+            |b: idemdb::StoreBuilder| b.durability(Durability::None),
+        ),
+        ("no verification", |b: idemdb::StoreBuilder| {
+            b.verify_on_open(false)
+        }),
+    ] {
+        let mut t = TestStore::with(configure);
+        let keys = populate(&t.store);
+        let before = snapshot(&t.store, &keys);
+        t.reopen(configure);
+        assert_eq!(snapshot(&t.store, &keys), before, "{name}");
+    }
+}
+
+#[test]
+fn dropping_the_store_closes_it_and_keeps_everything() {
+    let t = TestStore::new();
+    let keys = populate(&t.store);
+    let before = snapshot(&t.store, &keys);
+    let TestStore {
+        dir,
+        path,
+        clock,
+        store,
+    } = t;
+    drop(store);
+    let store = common::builder(&clock)
+        .open(&path)
+        .expect("reopen after drop");
+    assert_eq!(snapshot(&store, &keys), before);
+    store.close().expect("close");
+    drop(dir);
+}
+
+#[test]
+fn operations_after_close_fail_with_closed() {
+    let t = TestStore::new();
+    let claim = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
+    let other_handle = t.store.clone();
+    t.store.close().expect("close");
+    assert!(matches!(
+        other_handle.begin("s", "k2", fp("a")),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(other_handle.get("s", "k"), Err(Error::Closed)));
+    assert!(matches!(
+        claim.complete(b"late").map_err(|e| e.error),
+        Err(Error::Closed)
+    ));
+    t.store.close().expect("a second close is harmless");
+}
+
+#[test]
+fn a_full_disk_fails_complete_keeps_the_key_and_still_serves_replays() {
+    for policy in [RecoveryPolicy::TakeOver, RecoveryPolicy::Strict] {
+        let clock = ManualClock::new(common::T0);
+        let (store, fault) = common::failing_store(|b| b.recovery(policy), &clock);
+        execute(store.begin("s", "done", fp("a")).expect("begin"))
+            .complete(b"kept")
+            .expect("complete");
+        let claim = execute(store.begin("s", "k", fp("a")).expect("begin"));
+        // the side effect happened; then the disk fills up
+        fault.store(common::FAULT_NO_SPACE, Ordering::SeqCst);
+        let big = vec![9u8; 1024 * 1024];
+        let err = claim.complete(&big).expect_err("disk full");
+        assert!(err.error.is_storage_full(), "{:?}", err.error);
+        // replays keep being served while the disk is full
+        assert_eq!(
+            replay(store.begin("s", "done", fp("a")).expect("begin")),
+            b"kept"
+        );
+        // the key is still held: never a fresh execution for anyone else
+        assert!(matches!(
+            store
+                .begin_with("s", "k", fp("a"), &BeginOptions::new().no_wait())
+                .expect("begin"),
+            Begin::InProgress(_)
+        ));
+        // retrying complete fails the same way while the disk is full
+        let err = err
+            .claim
+            .expect("the claim comes back")
+            .complete(&big)
+            .expect_err("still full");
+        assert!(err.error.is_storage_full(), "{:?}", err.error);
+        fault.store(common::FAULT_NONE, Ordering::SeqCst);
+        err.claim
+            .expect("claim")
+            .complete(&big)
+            .expect("complete once space returns");
+        assert_eq!(replay(store.begin("s", "k", fp("a")).expect("begin")), big);
+        let stats = store.stats();
+        assert!(stats.failed_commits >= 2 && stats.reopens >= 2, "{stats:?}");
+    }
+}
+
+#[test]
+fn a_claim_given_up_after_a_failed_complete_is_never_a_fresh_execution() {
+    let clock = ManualClock::new(common::T0);
+    let (store, fault) = common::failing_store(|b| b.recovery(RecoveryPolicy::Strict), &clock);
+    let claim = execute(store.begin("s", "k", fp("a")).expect("begin"));
+    fault.store(common::FAULT_EIO, Ordering::SeqCst);
+    let err = claim.complete(b"result").expect_err("device broken");
+    assert!(matches!(err.error, Error::Io(_)), "{:?}", err.error);
+    drop(err); // the caller gives up: the claim is dropped, and its abandon fails too
+    fault.store(common::FAULT_NONE, Ordering::SeqCst);
+    // reads recover once the device does, without any write
+    std::thread::sleep(Duration::from_millis(150));
+    let record = store
+        .get("s", "k")
+        .expect("readable again")
+        .expect("still there");
+    assert!(record.response().is_none(), "still in flight");
+    clock.advance(Duration::from_secs(61)); // the lease ends on its own
+    assert!(matches!(
+        store.begin("s", "k", fp("a")).expect("begin"),
+        Begin::Abandoned(_)
+    ));
+}
+
+#[test]
+fn a_failed_claim_is_not_acknowledged_and_leaves_nothing() {
+    let clock = ManualClock::new(common::T0);
+    let (store, fault) = common::failing_store(|b| b, &clock);
+    fault.store(common::FAULT_EIO, Ordering::SeqCst);
+    assert!(matches!(store.begin("s", "k", fp("a")), Err(Error::Io(_))));
+    fault.store(common::FAULT_NONE, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(store.get("s", "k").expect("get").is_none());
+    execute(store.begin("s", "k", fp("a")).expect("begin"))
+        .complete(b"")
+        .expect("complete");
+}

@@ -1,0 +1,314 @@
+//! Retention, exact expiry at read time, and the sweeper. The clock is injected: no test
+//! sleeps for a record to expire.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestStore, execute, fp, gated_store, replay};
+use idemdb::{Begin, BeginOptions, Clock, Error, ManualClock, RecordState, Timestamp};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn expiry_is_exact_to_the_millisecond_before_any_sweep() {
+    let t = TestStore::with(|b| b.default_retention(Duration::from_secs(10)));
+    execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .complete(b"r")
+        .expect("complete");
+    let expires = common::T0.saturating_add(Duration::from_secs(10));
+    assert_eq!(
+        t.store
+            .get("s", "k")
+            .expect("get")
+            .and_then(|r| r.expires_at()),
+        Some(expires)
+    );
+    t.clock.set(Timestamp::from_millis(expires.as_millis() - 1));
+    assert_eq!(
+        replay(t.store.begin("s", "k", fp("a")).expect("begin")),
+        b"r"
+    );
+    assert!(t.store.get("s", "k").expect("get").is_some());
+    t.clock.set(expires);
+    assert!(
+        t.store.get("s", "k").expect("get").is_none(),
+        "absent at expires_at"
+    );
+    // expired counts as absent: even another fingerprint executes
+    let claim = execute(t.store.begin("s", "k", fp("other")).expect("begin"));
+    assert!(!claim.is_recovery());
+    claim.release().expect("release");
+    t.clock.set(Timestamp::from_millis(expires.as_millis() + 1));
+    assert!(t.store.get("s", "k").expect("get").is_none());
+    execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .complete(b"second window")
+        .expect("complete");
+}
+
+#[test]
+fn per_request_retention_from_one_second_to_the_maximum() {
+    let t = TestStore::with(|b| {
+        b.max_retention(Duration::from_secs(3600))
+            .default_retention(Duration::from_secs(60))
+    });
+    let one_s = BeginOptions::new().retention(Duration::from_secs(1));
+    let claim = execute(
+        t.store
+            .begin_with("s", "short", fp("a"), &one_s)
+            .expect("begin"),
+    );
+    assert_eq!(
+        claim.expires_at(),
+        Some(common::T0.saturating_add(Duration::from_secs(1)))
+    );
+    claim.complete(b"").expect("complete");
+    let max = BeginOptions::new().retention(Duration::from_secs(3600));
+    execute(
+        t.store
+            .begin_with("s", "long", fp("a"), &max)
+            .expect("begin"),
+    )
+    .complete(b"")
+    .expect("complete");
+    for bad in [Duration::ZERO, ms(999), Duration::from_secs(3601)] {
+        let opts = BeginOptions::new().retention(bad);
+        match t.store.begin_with("s", "bad", fp("a"), &opts) {
+            Err(Error::InvalidRetention {
+                requested,
+                min,
+                max,
+            }) => {
+                assert_eq!(requested, bad);
+                assert_eq!(min, Duration::from_secs(1));
+                assert_eq!(max, Duration::from_secs(3600));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        t.store.get("s", "bad").expect("get").is_none(),
+        "nothing stored"
+    );
+    t.clock.advance(Duration::from_secs(1));
+    assert!(t.store.get("s", "short").expect("get").is_none());
+    assert!(t.store.get("s", "long").expect("get").is_some());
+}
+
+#[test]
+fn forever_records_outlive_everything_and_are_never_swept() {
+    let t = TestStore::new();
+    let forever = BeginOptions::new().forever();
+    let claim = execute(
+        t.store
+            .begin_with("ids", "crm-4815", fp("a"), &forever)
+            .expect("begin"),
+    );
+    assert_eq!(claim.expires_at(), None);
+    claim.complete(b"entity 4815").expect("complete");
+    t.clock.set(Timestamp::from_millis(u64::MAX - 1));
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    assert_eq!(
+        replay(t.store.begin("ids", "crm-4815", fp("a")).expect("begin")),
+        b"entity 4815"
+    );
+}
+
+#[test]
+fn a_live_lease_outlasts_a_short_retention() {
+    let t = TestStore::new();
+    let opts = BeginOptions::new()
+        .retention(Duration::from_secs(1))
+        .lease(Duration::from_secs(60));
+    let claim = execute(t.store.begin_with("s", "k", fp("a"), &opts).expect("begin"));
+    t.clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        t.store.sweep_now().expect("sweep"),
+        0,
+        "a live claim is never swept"
+    );
+    assert!(matches!(
+        t.store
+            .begin_with("s", "k", fp("a"), &BeginOptions::new().no_wait())
+            .expect("begin"),
+        Begin::InProgress(_)
+    ));
+    claim.complete(b"r").expect("complete");
+    // completed after its retention: expired at once
+    assert!(t.store.get("s", "k").expect("get").is_none());
+    assert_eq!(t.store.sweep_now().expect("sweep"), 1);
+}
+
+#[test]
+fn the_sweeper_deletes_exactly_the_expired_records() {
+    let t = TestStore::with(|b| b.sweep_batch(7));
+    let short = BeginOptions::new().retention(Duration::from_secs(5));
+    for i in 0..40 {
+        let opts = if i % 2 == 0 {
+            short.clone()
+        } else {
+            BeginOptions::new()
+        };
+        execute(
+            t.store
+                .begin_with("s", &format!("k{i}"), fp("a"), &opts)
+                .expect("begin"),
+        )
+        .complete(b"")
+        .expect("complete");
+    }
+    // an in-flight record with a short retention but an abandoned lease: swept too
+    let dropped = execute(
+        t.store
+            .begin_with("s", "dropped", fp("a"), &short)
+            .expect("begin"),
+    );
+    drop(dropped);
+    t.clock.advance(ms(4_999));
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    t.clock.advance(ms(1));
+    assert_eq!(t.store.sweep_now().expect("sweep"), 21);
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    let left: Vec<String> = t
+        .store
+        .scan_including_expired(None)
+        .expect("scan")
+        .map(|e| e.expect("entry").key)
+        .collect();
+    assert_eq!(left.len(), 20);
+    assert!(
+        left.iter()
+            .all(|k| k[1..].parse::<u32>().expect("number") % 2 == 1)
+    );
+    let stats = t.store.stats();
+    assert_eq!(stats.expired_swept, 21);
+    assert!(stats.sweeps >= 3, "21 records in batches of 7: {stats:?}");
+}
+
+#[test]
+fn the_background_sweeper_works_in_bounded_batches() {
+    let dir = tempfile::tempdir().expect("dir");
+    let clock = ManualClock::new(common::T0);
+    let store = idemdb::Store::builder()
+        .clock(clock.clone())
+        .sweep_interval(Some(ms(5)))
+        .sweep_batch(10)
+        .open(dir.path().join("s.idemdb"))
+        .expect("open");
+    let short = BeginOptions::new().retention(Duration::from_secs(1));
+    for i in 0..95 {
+        execute(
+            store
+                .begin_with("s", &format!("k{i}"), fp("a"), &short)
+                .expect("begin"),
+        )
+        .complete(b"")
+        .expect("complete");
+    }
+    let before = store.stats();
+    assert_eq!(before.largest_batch, 1);
+    clock.advance(Duration::from_secs(1));
+    let started = Instant::now();
+    while store.stats().expired_swept < 95 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sweeper stalled: {:?}",
+            store.stats()
+        );
+        std::thread::sleep(ms(5));
+    }
+    let after = store.stats();
+    assert_eq!(after.expired_swept, 95);
+    assert!(
+        after.largest_batch <= 10,
+        "a sweep commit exceeded its batch: {after:?}"
+    );
+    assert!(after.sweeps >= 10);
+    assert_eq!(store.count_by_state().expect("count").expired, 0);
+    store.close().expect("close");
+}
+
+#[test]
+fn a_record_reclaimed_after_the_sweeper_read_its_index_entry_survives() {
+    let clock = ManualClock::new(common::T0);
+    let (store, gate) = gated_store(&clock);
+    let short = BeginOptions::new().retention(Duration::from_secs(1));
+    execute(store.begin_with("s", "k", fp("a"), &short).expect("begin"))
+        .complete(b"old")
+        .expect("complete");
+    clock.advance(Duration::from_secs(2));
+
+    gate.close();
+    std::thread::scope(|s| {
+        // 1. A commit stalls in its sync, so everything after it queues up.
+        let blocker = s.spawn(|| {
+            execute(store.begin("s", "blocker", fp("b")).expect("begin")).detach();
+        });
+        gate.wait_for_blocked_sync();
+        // 2. The key, expired, is claimed anew (queued behind the stalled commit).
+        let reclaim =
+            s.spawn(|| execute(store.begin("s", "k", fp("new")).expect("begin")).detach());
+        std::thread::sleep(ms(200));
+        // 3. The sweeper reads the old index entry from the last commit, then queues its delete.
+        let sweep = s.spawn(|| store.sweep_now().expect("sweep"));
+        std::thread::sleep(ms(200));
+        gate.open();
+        blocker.join().expect("blocker");
+        let ticket = reclaim.join().expect("reclaim");
+        assert_eq!(
+            sweep.join().expect("sweep"),
+            0,
+            "the re-claimed record was not deleted"
+        );
+        let record = store.get("s", "k").expect("get").expect("present");
+        match record.state() {
+            RecordState::InFlight(f) => assert_eq!(f.claim(), ticket.claim),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(record.fingerprint(), fp("new"));
+    });
+}
+
+#[test]
+fn clock_jumps_back_and_forward_across_restarts() {
+    let mut t = TestStore::with(|b| b.default_retention(Duration::from_secs(3600)));
+    execute(t.store.begin("s", "done", fp("a")).expect("begin"))
+        .complete(b"r")
+        .expect("complete");
+    let lease = BeginOptions::new().lease(Duration::from_secs(60));
+    let _held = execute(
+        t.store
+            .begin_with("s", "held", fp("a"), &lease)
+            .expect("begin"),
+    )
+    .detach();
+    // backwards by a day: records live longer (instants are absolute), nothing panics
+    t.clock.rewind(Duration::from_secs(24 * 3600));
+    t.reopen(|b| b.default_retention(Duration::from_secs(3600)));
+    assert_eq!(
+        replay(t.store.begin("s", "done", fp("a")).expect("begin")),
+        b"r"
+    );
+    match t
+        .store
+        .begin_with("s", "held", fp("a"), &BeginOptions::new().no_wait())
+        .expect("begin")
+    {
+        Begin::InProgress(p) => assert_eq!(p.retry_after, Duration::from_secs(24 * 3600 + 60)),
+        other => panic!("{other:?}"),
+    }
+    // a record created while the clock was behind
+    execute(t.store.begin("s", "early", fp("a")).expect("begin"))
+        .complete(b"e")
+        .expect("complete");
+    // forwards by two days: everything has expired
+    t.clock.advance(Duration::from_secs(3 * 24 * 3600));
+    t.reopen(|b| b.default_retention(Duration::from_secs(3600)));
+    for key in ["done", "held", "early"] {
+        assert!(t.store.get("s", key).expect("get").is_none(), "{key}");
+    }
+    assert_eq!(t.store.sweep_now().expect("sweep"), 3);
+    assert_eq!(t.clock.now(), t.store.now());
+}

@@ -1,0 +1,69 @@
+//! Closing or dropping a store ends its threads. This file holds one test, so no other test
+//! of the same process starts threads while it counts them.
+
+use std::time::{Duration, Instant};
+
+use idemdb::{Fingerprint, Store};
+
+/// The names of this process's threads that belong to idemdb (Linux `/proc`).
+fn idemdb_threads() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("idemdb-"))
+        .collect()
+}
+
+fn wait_for_no_threads() -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let left = idemdb_threads();
+        if left.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn close_and_drop_stop_the_writer_and_the_sweeper() {
+    if !std::path::Path::new("/proc/self/task").exists() {
+        eprintln!("no /proc: thread names cannot be observed here");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.idemdb");
+
+    let store = Store::builder()
+        .sweep_interval(Some(Duration::from_millis(10)))
+        .open(&path)
+        .expect("open");
+    store
+        .run("s", "k", Fingerprint::of(b"x"), |_| {
+            Ok::<_, ()>(b"r".to_vec())
+        })
+        .expect("run");
+    let mut running = idemdb_threads();
+    running.sort();
+    assert_eq!(running, ["idemdb-sweeper", "idemdb-writer"]);
+    store.close().expect("close");
+    assert_eq!(wait_for_no_threads(), Vec::<String>::new(), "after close");
+
+    let store = Store::builder()
+        .sweep_interval(Some(Duration::from_millis(10)))
+        .open(&path)
+        .expect("reopen");
+    let clone = store.clone();
+    assert_eq!(idemdb_threads().len(), 2);
+    drop(store);
+    assert_eq!(idemdb_threads().len(), 2, "a clone keeps the store open");
+    drop(clone);
+    assert_eq!(
+        wait_for_no_threads(),
+        Vec::<String>::new(),
+        "after the last drop"
+    );
+}
