@@ -17,12 +17,15 @@ fn idemdb_threads() -> Vec<String> {
         .collect()
 }
 
-fn wait_for_no_threads() -> Vec<String> {
+/// Waits (a thread names itself only once it runs) until `count` idemdb threads exist, and
+/// returns their sorted names.
+fn wait_for_threads(count: usize) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let left = idemdb_threads();
-        if left.is_empty() || started.elapsed() > Duration::from_secs(10) {
-            return left;
+        let mut names = idemdb_threads();
+        if names.len() == count || started.elapsed() > Duration::from_secs(10) {
+            names.sort();
+            return names;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -46,23 +49,22 @@ fn close_and_drop_stop_the_writer_and_the_sweeper() {
             Ok::<_, ()>(b"r".to_vec())
         })
         .expect("run");
-    let mut running = idemdb_threads();
-    running.sort();
-    assert_eq!(running, ["idemdb-sweeper", "idemdb-writer"]);
+    assert_eq!(wait_for_threads(2), ["idemdb-sweeper", "idemdb-writer"]);
     store.close().expect("close");
-    assert_eq!(wait_for_no_threads(), Vec::<String>::new(), "after close");
+    assert_eq!(wait_for_threads(0), Vec::<String>::new(), "after close");
 
     let store = Store::builder()
         .sweep_interval(Some(Duration::from_millis(10)))
         .open(&path)
         .expect("reopen");
     let clone = store.clone();
-    assert_eq!(idemdb_threads().len(), 2);
+    assert_eq!(wait_for_threads(2).len(), 2);
     drop(store);
+    std::thread::sleep(Duration::from_millis(50));
     assert_eq!(idemdb_threads().len(), 2, "a clone keeps the store open");
     drop(clone);
     assert_eq!(
-        wait_for_no_threads(),
+        wait_for_threads(0),
         Vec::<String>::new(),
         "after the last drop"
     );

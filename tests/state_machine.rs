@@ -449,3 +449,22 @@ fn scans_page_through_large_scopes() {
     assert_eq!(keys.len(), 700);
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[test]
+fn store_and_claims_move_across_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<idemdb::Store>();
+    send_sync::<idemdb::Claim>();
+    send_sync::<idemdb::Error>();
+    send_sync::<idemdb::Begin>();
+    // a claim taken on one thread completes on another
+    let t = TestStore::new();
+    let claim = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
+    std::thread::spawn(move || claim.complete(b"from another thread").expect("complete"))
+        .join()
+        .expect("thread");
+    assert_eq!(
+        replay(t.store.begin("s", "k", fp("a")).expect("begin")),
+        b"from another thread"
+    );
+}
