@@ -22,6 +22,18 @@ pub const MAX_RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
 /// The largest owner tag a claim may carry, in bytes.
 pub const MAX_OWNER_LEN: usize = 1024;
 
+/// The default size of the journal ring: 64 MiB.
+pub const DEFAULT_JOURNAL_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Which storage a [`StoreBuilder::open_with_backend`] factory is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageRole {
+    /// The redb database that holds the records.
+    Database,
+    /// The journal where every commit is appended first.
+    Journal,
+}
+
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -29,9 +41,10 @@ pub enum Durability {
     /// or completion survives a crash. The default.
     #[default]
     Immediate,
-    /// Commits are not synced; they reach the disk with a later durable commit or when the
-    /// store is closed. A crash loses recent claims and completions, so a retry after a
-    /// crash may execute again. For caches and tests, never for side effects that matter.
+    /// The journal is never synced; changes reach the disk when the operating system writes
+    /// them back, with the periodic folds into the database, or when the store is closed. A
+    /// crash loses recent claims and completions, so a retry after a crash may execute
+    /// again. For caches and tests, never for side effects that matter.
     None,
 }
 
@@ -69,6 +82,9 @@ pub struct StoreBuilder {
     verify_on_open: bool,
     create_if_missing: bool,
     max_batch: usize,
+    journal_size: u64,
+    defer_claim_sync: bool,
+    fold_interval: Duration,
 }
 
 impl Default for StoreBuilder {
@@ -91,6 +107,9 @@ impl Default for StoreBuilder {
             verify_on_open: true,
             create_if_missing: true,
             max_batch: 1024,
+            journal_size: DEFAULT_JOURNAL_SIZE,
+            defer_claim_sync: false,
+            fold_interval: Duration::from_secs(1),
         }
     }
 }
@@ -226,9 +245,38 @@ impl StoreBuilder {
         self
     }
 
-    /// The most operations one write transaction applies (default 1024).
+    /// The most operations one group commit applies (default 1024).
     pub fn max_batch(mut self, ops: usize) -> Self {
         self.max_batch = ops;
+        self
+    }
+
+    /// The size of the journal ring, in bytes (default 64 MiB; at least 1 MiB and four times
+    /// the largest response). Every commit is appended here first and folded into the
+    /// database later; a larger journal folds less often. The file grows to this size as it
+    /// fills and is then reused.
+    pub fn journal_size(mut self, bytes: u64) -> Self {
+        self.journal_size = bytes;
+        self
+    }
+
+    /// Acknowledge claims (Execute) before the sync that makes them durable; the next sync
+    /// (any completion's, or one at most 2 ms later) covers them. Off by default.
+    ///
+    /// The trade-off: a claim costs no sync of its own, so a claim-and-complete cycle costs
+    /// one sync instead of two. But a crash in that window forgets an acknowledged claim, so
+    /// a retry after the crash executes as a fresh request, not as a recovery: an operation
+    /// that had started may run twice. Completions are always durable before `complete`
+    /// returns.
+    pub fn defer_claim_sync(mut self, defer: bool) -> Self {
+        self.defer_claim_sync = defer;
+        self
+    }
+
+    /// How long journaled changes wait, at most, before they are folded into the database
+    /// (default 1 s). Folds also start when the journal is a quarter full.
+    pub fn fold_interval(mut self, interval: Duration) -> Self {
+        self.fold_interval = interval;
         self
     }
 
@@ -276,6 +324,19 @@ impl StoreBuilder {
         if !(1..=1_000_000).contains(&self.max_batch) {
             return invalid("max_batch", "must be between 1 and 1,000,000".to_owned());
         }
+        let needed = (4 * (self.max_response_size as u64 + 64 * 1024)).max(1024 * 1024);
+        if self.journal_size < needed {
+            return invalid(
+                "journal_size",
+                format!(
+                    "{} bytes is too small: it must hold at least 1 MiB and four of the largest responses ({needed} bytes)",
+                    self.journal_size
+                ),
+            );
+        }
+        if self.fold_interval.is_zero() {
+            return invalid("fold_interval", "must not be zero".to_owned());
+        }
         Ok(Settings {
             default_retention: self.default_retention,
             max_retention: self.max_retention,
@@ -301,9 +362,12 @@ impl StoreBuilder {
     pub(crate) fn commit_settings(&self) -> crate::storage::CommitSettings {
         crate::storage::CommitSettings {
             durable: self.durability == Durability::Immediate,
+            defer_claim_sync: self.defer_claim_sync,
             two_phase: self.two_phase_commit,
             quick_repair: self.quick_repair,
             max_batch: self.max_batch,
+            journal_size: self.journal_size,
+            fold_interval: self.fold_interval,
         }
     }
 
@@ -316,25 +380,29 @@ impl StoreBuilder {
 
     /// Opens a store held in memory only: for tests. It is gone when the store is dropped.
     pub fn open_in_memory(self) -> Result<Store> {
-        let memory = Arc::new(redb::backends::InMemoryBackend::new());
-        self.open_with_backend("memory", move || Ok(SharedBackend(Arc::clone(&memory))))
+        let database = Arc::new(redb::backends::InMemoryBackend::new());
+        let journal = Arc::new(redb::backends::InMemoryBackend::new());
+        self.open_with_backend("memory", move |role| {
+            Ok(SharedBackend(Arc::clone(match role {
+                StorageRole::Database => &database,
+                StorageRole::Journal => &journal,
+            })))
+        })
     }
 
-    /// Opens a store on a custom redb [`StorageBackend`] (for example one that injects
-    /// faults). `factory` is called at open and again whenever the store must reopen the
-    /// database after a failed commit; each call must return a backend over the same
-    /// storage. `label` names the store in errors.
+    /// Opens a store on custom storage (for example storage that injects faults): `factory`
+    /// is asked for the database's storage and for the journal's. It is called at open and
+    /// again whenever the store must reopen the database after a failure; each call must
+    /// return storage over the same bytes for the same role. `label` names the store in
+    /// errors.
     pub fn open_with_backend<B, F>(self, label: &str, factory: F) -> Result<Store>
     where
         B: StorageBackend,
-        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+        F: Fn(StorageRole) -> std::io::Result<B> + Send + Sync + 'static,
     {
         let settings = self.settings()?;
-        let factory: crate::storage::DbFactory = Arc::new(move |builder: &redb::Builder| {
-            let backend =
-                factory().map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-            builder.create_with_backend(backend)
-        });
+        let factory: crate::storage::BackendFactory =
+            Arc::new(move |role| factory(role).map(|b| Box::new(b) as Box<dyn StorageBackend>));
         let opener = Opener::backend(PathBuf::from(label), factory, self.open_options());
         Store::start(opener, settings, self.commit_settings())
     }

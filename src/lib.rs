@@ -67,7 +67,7 @@
 //! | `fingerprint`, [`canonical_json`] | what makes two requests the same |
 //! | [`decision`] | the state machine, as pure functions |
 //! | `codec` | the on-disk record format (bincode behind a format byte) |
-//! | `storage` | the engine seam; redb tables; the group-commit writer |
+//! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables |
 //! | `inflight` | the lock-striped map where same-key callers wait |
 //! | `sweeper` | deletion of expired records |
 //! | `store`, `claim`, `run` | the public façade |
@@ -97,7 +97,8 @@ pub use begin::{Begin, BeginOptions, Retention};
 pub use canonical_json::{JsonError, JsonErrorKind, canonical_json};
 pub use claim::{Claim, ClaimTicket, CompleteError, Completion};
 pub use config::{
-    Durability, MAX_OWNER_LEN, MAX_RESPONSE_LIMIT, MIN_RETENTION, SharedBackend, StoreBuilder,
+    DEFAULT_JOURNAL_SIZE, Durability, MAX_OWNER_LEN, MAX_RESPONSE_LIMIT, MIN_RETENTION,
+    SharedBackend, StorageRole, StoreBuilder,
 };
 pub use decision::{Abandoned, Conflict, InProgress, Recovery, RecoveryPolicy, Replay};
 pub use error::{ClaimLostReason, Error, KeyError, Result};

@@ -31,6 +31,7 @@ pub struct Scan {
     next: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
     include_expired: bool,
+    page_size: usize,
     page: VecDeque<Result<ScanEntry>>,
 }
 
@@ -49,8 +50,15 @@ impl Scan {
             next: Some(start),
             end,
             include_expired,
+            page_size: PAGE,
             page: VecDeque::new(),
         }
+    }
+
+    /// Reads `size` records per snapshot (large pages for whole-store counts).
+    pub(crate) fn with_page_size(mut self, size: usize) -> Scan {
+        self.page_size = size.max(1);
+        self
     }
 
     fn fill(&mut self) -> Result<()> {
@@ -59,17 +67,12 @@ impl Scan {
         };
         let inner = &self.store.inner;
         inner.check_open()?;
-        let rows = inner.engine.scan(&start, self.end.as_deref(), PAGE)?;
-        if rows.len() == PAGE
-            && let Some((last, _)) = rows.last()
-        {
-            // The smallest key after `last`.
-            let mut after = last.clone();
-            after.push(0);
-            self.next = Some(after);
-        }
+        let page = inner
+            .engine
+            .scan(&start, self.end.as_deref(), self.page_size)?;
+        self.next = page.next;
         let now = inner.settings.clock.now();
-        for (storage_key, record) in rows {
+        for (storage_key, record) in page.rows {
             let Some((scope, key)) = split_storage_key(&storage_key) else {
                 self.page.push_back(Err(Error::Corrupt {
                     detail: "a record's key is not a framed (scope, key) pair".to_owned(),

@@ -47,7 +47,7 @@ pub struct Stats {
     pub sweeps: u64,
     /// Expired records deleted by sweeps.
     pub expired_swept: u64,
-    /// Write transactions committed.
+    /// Group commits (journal frames) made durable.
     pub commits: u64,
     /// Operations applied by those commits.
     pub committed_ops: u64,
@@ -55,8 +55,18 @@ pub struct Stats {
     pub largest_batch: u64,
     /// Commits that failed (every operation in them failed too).
     pub failed_commits: u64,
-    /// Times the database was reopened after a failure.
+    /// Attempts to reopen the database after a failure.
     pub reopens: u64,
+    /// Folds of journaled changes into the database.
+    pub folds: u64,
+    /// Keys moved into the database by folds.
+    pub folded_records: u64,
+    /// Folds that failed (retried; the journal keeps the changes meanwhile).
+    pub failed_folds: u64,
+    /// Keys whose latest change is journaled but not yet folded.
+    pub unfolded_records: u64,
+    /// Bytes of the journal holding unfolded changes.
+    pub journal_bytes_used: u64,
     /// Claims held by callers in this process right now.
     pub in_flight_here: u64,
 }
@@ -81,6 +91,11 @@ impl Stats {
             largest_batch: engine.largest_batch,
             failed_commits: engine.failed_commits,
             reopens: engine.reopens,
+            folds: engine.folds,
+            folded_records: engine.folded_records,
+            failed_folds: engine.failed_folds,
+            unfolded_records: engine.memtable_records,
+            journal_bytes_used: engine.journal_bytes_used,
             in_flight_here: in_flight_here as u64,
         }
     }

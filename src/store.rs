@@ -19,7 +19,7 @@ use crate::key::{split_storage_key, storage_key, validate_scope};
 use crate::record::{ClaimId, Record, RecordState};
 use crate::scan::Scan;
 use crate::stats::{Counters, StateCounts, Stats};
-use crate::storage::{CommitSettings, Engine, Opener, RedbEngine};
+use crate::storage::{CommitSettings, Engine, JournaledEngine, Opener};
 use crate::sweeper::{self, Sweeper};
 use crate::time::Timestamp;
 
@@ -88,7 +88,7 @@ impl Store {
         settings: Settings,
         commit: CommitSettings,
     ) -> Result<Store> {
-        let engine: Arc<dyn Engine> = Arc::new(RedbEngine::open(
+        let engine: Arc<dyn Engine> = Arc::new(JournaledEngine::open(
             opener.clone(),
             Arc::clone(&settings.clock),
             commit,
@@ -344,7 +344,7 @@ impl Store {
     pub fn count_by_state(&self) -> Result<StateCounts> {
         let mut counts = StateCounts::default();
         let now = self.now();
-        for entry in self.scan_including_expired(None)? {
+        for entry in self.scan_including_expired(None)?.with_page_size(8192) {
             match entry {
                 Ok(entry) => counts.add(&entry.record, now),
                 Err(Error::Corrupt { .. }) => counts.corrupt += 1,

@@ -1,9 +1,9 @@
 //! The background sweeper: deletes expired records through the expiry index, in bounded
 //! batches, so its cost follows what expired rather than the size of the store.
 //!
-//! It reads due index entries from a snapshot, then asks the writer to delete each record
-//! only if it is still expired *and* still indexed at the instant the sweeper read. A key
-//! claimed anew after the snapshot has a new index instant, so it is never deleted.
+//! Each batch is one transaction of the engine: a record is deleted only if it is still
+//! expired *and* still indexed at the instant found, and keys with newer, not yet folded
+//! changes are left to those changes, so a key claimed anew is never deleted.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,25 +12,15 @@ use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
 
-use crate::decision::{Operation, Outcome};
 use crate::error::Result;
 use crate::stats::Counters;
-use crate::storage::Engine;
+use crate::storage::{Engine, SweepPass};
 use crate::time::{Clock, Timestamp};
 
 /// The sweeper thread; stopping it (or dropping it) ends the thread.
 pub(crate) struct Sweeper {
     stop: Sender<()>,
     handle: JoinHandle<()>,
-}
-
-/// What one sweep batch did.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SweepPass {
-    /// Due index entries found.
-    pub(crate) found: u64,
-    /// Records deleted.
-    pub(crate) deleted: u64,
 }
 
 impl Sweeper {
@@ -86,39 +76,12 @@ pub(crate) fn sweep_once(
     batch: usize,
     counters: &Counters,
 ) -> Result<SweepPass> {
-    let due = engine.due(now, batch)?;
-    let mut pass = SweepPass {
-        found: due.len() as u64,
-        deleted: 0,
-    };
-    if due.is_empty() {
-        return Ok(pass);
+    let pass = engine.sweep(now, batch)?;
+    if pass.found > 0 {
+        counters.sweeps.fetch_add(1, Ordering::Relaxed);
+        counters
+            .expired_swept
+            .fetch_add(pass.deleted, Ordering::Relaxed);
     }
-    let ops = due
-        .into_iter()
-        .map(|(sweep_at, key)| (key, Operation::Sweep { sweep_at }))
-        .collect();
-    let mut first_error = None;
-    for result in engine.apply(ops) {
-        match result {
-            Ok(Outcome::Swept { deleted: true }) => pass.deleted += 1,
-            Ok(_) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    counters.sweeps.fetch_add(1, Ordering::Relaxed);
-    counters
-        .expired_swept
-        .fetch_add(pass.deleted, Ordering::Relaxed);
-    match first_error {
-        // Records that could not be read are skipped, not fatal, unless nothing moved.
-        Some(e) if pass.deleted == 0 => Err(e),
-        Some(e) => {
-            tracing::warn!(error = %e, "idemdb sweep skipped a damaged record");
-            Ok(pass)
-        }
-        None => Ok(pass),
-    }
+    Ok(pass)
 }

@@ -127,47 +127,74 @@ fn operations_after_close_fail_with_closed() {
 }
 
 #[test]
-fn a_full_disk_fails_complete_keeps_the_key_and_still_serves_replays() {
-    for policy in [RecoveryPolicy::TakeOver, RecoveryPolicy::Strict] {
-        let clock = ManualClock::new(common::T0);
-        let (store, fault) = common::failing_store(|b| b.recovery(policy), &clock);
-        execute(store.begin("s", "done", fp("a")).expect("begin"))
-            .complete(b"kept")
-            .expect("complete");
-        let claim = execute(store.begin("s", "k", fp("a")).expect("begin"));
-        // the side effect happened; then the disk fills up
-        fault.store(common::FAULT_NO_SPACE, Ordering::SeqCst);
-        let big = vec![9u8; 1024 * 1024];
-        let err = claim.complete(&big).expect_err("disk full");
-        assert!(err.error.is_storage_full(), "{:?}", err.error);
-        // replays keep being served while the disk is full
-        assert_eq!(
-            replay(store.begin("s", "done", fp("a")).expect("begin")),
-            b"kept"
-        );
-        // the key is still held: never a fresh execution for anyone else
-        assert!(matches!(
-            store
-                .begin_with("s", "k", fp("a"), &BeginOptions::new().no_wait())
-                .expect("begin"),
-            Begin::InProgress(_)
-        ));
-        // retrying complete fails the same way while the disk is full
-        let err = err
-            .claim
-            .expect("the claim comes back")
-            .complete(&big)
-            .expect_err("still full");
-        assert!(err.error.is_storage_full(), "{:?}", err.error);
-        fault.store(common::FAULT_NONE, Ordering::SeqCst);
-        err.claim
-            .expect("claim")
-            .complete(&big)
-            .expect("complete once space returns");
-        assert_eq!(replay(store.begin("s", "k", fp("a")).expect("begin")), big);
-        let stats = store.stats();
-        assert!(stats.failed_commits >= 2 && stats.reopens >= 2, "{stats:?}");
+fn a_full_disk_keeps_acknowledging_into_the_journal_then_fails_typed_and_recovers() {
+    let clock = ManualClock::new(common::T0);
+    let (store, fault) = common::failing_store(
+        |b| {
+            b.max_response_size(64 * 1024)
+                .journal_size(1024 * 1024)
+                .fold_interval(Duration::from_millis(20))
+        },
+        &clock,
+    );
+    execute(store.begin("s", "done", fp("a")).expect("begin"))
+        .complete(b"kept")
+        .expect("complete");
+    assert_eq!(store.sweep_now().expect("a sweep folds first"), 0);
+    assert_eq!(store.stats().unfolded_records, 0);
+
+    // The disk fills up. The journal is preallocated, so completions keep being durable and
+    // acknowledged there, while folds into the database fail.
+    fault.store(common::FAULT_NO_SPACE, Ordering::SeqCst);
+    let response = vec![7u8; 60 * 1024];
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..100 {
+        let key = format!("k{i}");
+        let claim = execute(store.begin("s", &key, fp("a")).expect("begin"));
+        match claim.complete(&response) {
+            Ok(_) => acknowledged.push(key),
+            Err(err) => {
+                assert!(err.error.is_storage_full(), "{:?}", err.error);
+                refused = Some((key, err.claim.expect("the claim comes back")));
+                break;
+            }
+        }
     }
+    let (refused_key, claim) = refused.expect("a full journal refuses at last");
+    assert!(
+        !acknowledged.is_empty(),
+        "the journal took completions first"
+    );
+    assert!(store.stats().failed_folds >= 1, "{:?}", store.stats());
+    // Everything acknowledged is served, and the refused key stays held.
+    assert_eq!(
+        replay(store.begin("s", "done", fp("a")).expect("begin")),
+        b"kept"
+    );
+    for key in &acknowledged {
+        assert_eq!(
+            replay(store.begin("s", key, fp("a")).expect("begin")),
+            response
+        );
+    }
+    assert!(matches!(
+        store
+            .begin_with("s", &refused_key, fp("a"), &BeginOptions::new().no_wait())
+            .expect("begin"),
+        Begin::InProgress(_)
+    ));
+
+    // Space returns: folds catch up and the same claim completes.
+    fault.store(common::FAULT_NONE, Ordering::SeqCst);
+    claim
+        .complete(&response)
+        .expect("complete once space returns");
+    assert_eq!(
+        replay(store.begin("s", &refused_key, fp("a")).expect("begin")),
+        response
+    );
+    store.close().expect("close folds everything");
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn wait_for_threads(count: usize) -> Vec<String> {
 }
 
 #[test]
-fn close_and_drop_stop_the_writer_and_the_sweeper() {
+fn close_and_drop_stop_the_writer_the_folder_and_the_sweeper() {
     if !std::path::Path::new("/proc/self/task").exists() {
         eprintln!("no /proc: thread names cannot be observed here");
         return;
@@ -49,7 +49,10 @@ fn close_and_drop_stop_the_writer_and_the_sweeper() {
             Ok::<_, ()>(b"r".to_vec())
         })
         .expect("run");
-    assert_eq!(wait_for_threads(2), ["idemdb-sweeper", "idemdb-writer"]);
+    assert_eq!(
+        wait_for_threads(3),
+        ["idemdb-folder", "idemdb-sweeper", "idemdb-writer"]
+    );
     store.close().expect("close");
     assert_eq!(wait_for_threads(0), Vec::<String>::new(), "after close");
 
@@ -58,10 +61,10 @@ fn close_and_drop_stop_the_writer_and_the_sweeper() {
         .open(&path)
         .expect("reopen");
     let clone = store.clone();
-    assert_eq!(wait_for_threads(2).len(), 2);
+    assert_eq!(wait_for_threads(3).len(), 3);
     drop(store);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(idemdb_threads().len(), 2, "a clone keeps the store open");
+    assert_eq!(idemdb_threads().len(), 3, "a clone keeps the store open");
     drop(clone);
     assert_eq!(
         wait_for_threads(0),

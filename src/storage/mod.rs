@@ -1,24 +1,28 @@
 //! The seam between the store and durable storage.
 //!
 //! The store façade, the in-flight map and the sweeper talk to storage only through
-//! [`Engine`]: read one record, apply operations durably, scan a key range, list due expiry
-//! entries. Each operation is decided by [`decision::transition`](crate::decision::transition),
-//! so an engine only has to apply the change it returns atomically with the read it was
-//! decided on. The redb engine (group commit on one writer thread) is one implementation; a
-//! journaled engine or a distributed one can replace it without touching anything else.
+//! [`Engine`]: read one record, apply operations durably, scan a key range, sweep expired
+//! records. Each operation is decided by
+//! [`decision::transition`](crate::decision::transition), so an engine only has to apply the
+//! change it returns atomically with the read it was decided on. The journaled engine (a
+//! group-committed journal beside a redb file) is one implementation; a distributed one can
+//! replace it without touching anything else.
 
 use crate::decision::{Operation, Outcome};
 use crate::error::Result;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+mod engine;
+mod fold;
+pub(crate) mod journal;
+mod memtable;
 mod open;
-mod redb_engine;
 mod tables;
 mod writer;
 
-pub(crate) use open::{DbFactory, OpenOptions, Opener};
-pub(crate) use redb_engine::{CommitSettings, RedbEngine};
+pub(crate) use engine::{CommitSettings, JournaledEngine};
+pub(crate) use open::{BackendFactory, OpenOptions, Opener};
 
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);
@@ -26,23 +30,41 @@ pub(crate) type KeyedOp = (Vec<u8>, Operation);
 /// A record found by a scan: its storage key, and the record or why it could not be decoded.
 pub(crate) type ScannedRecord = (Vec<u8>, Result<Record>);
 
+/// One page of a scan, and where the next page starts (`None`: this was the last).
+pub(crate) struct ScanPage {
+    pub(crate) rows: Vec<ScannedRecord>,
+    pub(crate) next: Option<Vec<u8>>,
+}
+
+/// What one sweep batch did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SweepPass {
+    /// Due expiry-index entries examined.
+    pub(crate) found: u64,
+    /// Records deleted.
+    pub(crate) deleted: u64,
+    /// Records skipped because they could not be decoded.
+    pub(crate) damaged: u64,
+}
+
 /// Durable storage for records, as the store needs it.
 pub(crate) trait Engine: Send + Sync + 'static {
-    /// The record under `key` as last committed (expired or not). Never waits for writes.
+    /// The current record under `key` (expired or not). Never waits for writes.
     fn read(&self, key: &[u8]) -> Result<Option<Record>>;
 
     /// Applies the operations in order, each decided against the latest state including the
     /// earlier operations, and returns once their changes are durable (as configured). One
-    /// result per operation: an operation can fail alone (a corrupt record), or all fail
+    /// result per operation: an operation can fail alone (a damaged record), or all fail
     /// together (a failed commit: none of them took effect).
     fn apply(&self, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>>;
 
-    /// Up to `limit` records with keys in `[start, end)` (`end` `None`: to the last key), in
-    /// key order, as last committed.
-    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<ScannedRecord>>;
+    /// Records with keys in `[start, end)` (`end` `None`: to the last key), in key order:
+    /// about `limit` of them, and where to continue.
+    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage>;
 
-    /// Up to `limit` expiry-index entries due at `now` (sweep instant ≤ `now`), oldest first.
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Timestamp, Vec<u8>)>>;
+    /// Deletes up to `limit` records expired at `now`, in one transaction. A record claimed
+    /// anew after it expired is never deleted.
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass>;
 
     /// Counters of the engine's own work.
     fn stats(&self) -> EngineStats;
@@ -69,4 +91,9 @@ pub(crate) struct EngineStats {
     pub(crate) largest_batch: u64,
     pub(crate) failed_commits: u64,
     pub(crate) reopens: u64,
+    pub(crate) folds: u64,
+    pub(crate) folded_records: u64,
+    pub(crate) failed_folds: u64,
+    pub(crate) memtable_records: u64,
+    pub(crate) journal_bytes_used: u64,
 }

@@ -1,22 +1,25 @@
-//! Opening (and reopening) the redb database behind a store, with every bad file mapped to
-//! its own typed error.
+//! Opening (and reopening) the redb database behind a store, and its journal's storage, with
+//! every bad file mapped to its own typed error.
 
 use std::io::Read;
+use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{DatabaseError, StorageError};
+use redb::{BackendError, DatabaseError, StorageBackend, StorageError};
 
+use crate::config::StorageRole;
 use crate::error::{Error, Result};
+use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::tables;
 
 /// redb's file magic: every redb file starts with it.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-/// Makes a redb database from a configured redb builder.
-pub(crate) type DbFactory =
-    Arc<dyn Fn(&redb::Builder) -> std::result::Result<redb::Database, DatabaseError> + Send + Sync>;
+/// Makes the storage for the database or the journal of a store on a custom backend.
+pub(crate) type BackendFactory =
+    Arc<dyn Fn(StorageRole) -> std::io::Result<Box<dyn StorageBackend>> + Send + Sync>;
 
 /// Settings that apply to every open of the database.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +35,8 @@ pub(crate) struct OpenOptions {
 pub(crate) struct Opener {
     /// The file, or a label for a custom backend; named in errors.
     path: PathBuf,
-    /// `Some` for a custom backend; `None` opens the file at `path`.
-    backend: Option<DbFactory>,
+    /// `Some` for a custom backend; `None` opens the files at `path`.
+    backend: Option<BackendFactory>,
     options: OpenOptions,
 }
 
@@ -46,7 +49,7 @@ impl Opener {
         }
     }
 
-    pub(crate) fn backend(label: PathBuf, factory: DbFactory, options: OpenOptions) -> Opener {
+    pub(crate) fn backend(label: PathBuf, factory: BackendFactory, options: OpenOptions) -> Opener {
         Opener {
             path: label,
             backend: Some(factory),
@@ -59,8 +62,22 @@ impl Opener {
         &self.path
     }
 
+    /// Opens the journal's storage (creating an empty file if there is none).
+    pub(crate) fn open_journal(&self) -> Result<Box<dyn StorageBackend>> {
+        match &self.backend {
+            Some(factory) => factory(StorageRole::Journal).map_err(Error::from_io),
+            None => {
+                let path = journal_path(&self.path);
+                if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+                    return Err(Error::NotAFile { path });
+                }
+                Ok(Box::new(JournalFile::open(&path).map_err(Error::from_io)?))
+            }
+        }
+    }
+
     /// Opens the database and checks (or initialises) the idemdb metadata.
-    pub(crate) fn open(&self) -> Result<redb::Database> {
+    pub(crate) fn open_database(&self) -> Result<redb::Database> {
         if self.backend.is_none() {
             precheck_file(&self.path, self.options.create)?;
         }
@@ -72,7 +89,11 @@ impl Opener {
         // optional); a panic while opening is reported as corruption instead of unwinding
         // into the caller.
         let opened = catch_unwind(AssertUnwindSafe(|| match &self.backend {
-            Some(factory) => factory(&builder),
+            Some(factory) => {
+                let backend = factory(StorageRole::Database)
+                    .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
+                builder.create_with_backend(Boxed(backend))
+            }
             None => builder.create(&self.path),
         }));
         let db = match opened {
@@ -176,5 +197,52 @@ pub(crate) fn corrupt_from_panic(panic: &(dyn std::any::Any + Send)) -> Error {
         .unwrap_or_else(|| "unknown panic".to_owned());
     Error::Corrupt {
         detail: format!("the storage engine failed on damaged data: {message}"),
+    }
+}
+
+/// A boxed backend is a backend: every call goes to the box.
+#[derive(Debug)]
+struct Boxed(Box<dyn StorageBackend>);
+
+impl StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.query_lock_range(start, end)
     }
 }

@@ -20,9 +20,74 @@ pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("idem
 const MAGIC_KEY: &str = "magic";
 const MAGIC: &[u8] = b"idemdb store";
 const FORMAT_KEY: &str = "format";
+const CHECKPOINT_KEY: &str = "checkpoint";
 
-/// The store format this build writes and the newest it reads.
-pub(crate) const STORE_FORMAT: u32 = 1;
+/// The store format this build writes and the newest it reads. Format 2 added the journal
+/// (format 1 stores have none and are upgraded when opened).
+pub(crate) const STORE_FORMAT: u32 = 2;
+
+/// What the last fold made durable: everything the journal `journal_id` holds up to frame
+/// `folded_lsn` is in the tables, and the unfolded frames start at `tail`. `clean` is set by
+/// an orderly close (nothing left to recover) and cleared when the store is opened again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub(crate) journal_id: u128,
+    pub(crate) folded_lsn: u64,
+    pub(crate) tail: u64,
+    pub(crate) clean: bool,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> [u8; 34] {
+        let mut out = [0u8; 34];
+        out[0] = 1;
+        out[1..17].copy_from_slice(&self.journal_id.to_le_bytes());
+        out[17..25].copy_from_slice(&self.folded_lsn.to_le_bytes());
+        out[25..33].copy_from_slice(&self.tail.to_le_bytes());
+        out[33] = u8::from(self.clean);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        let bytes: &[u8; 34] = bytes.try_into().ok()?;
+        if bytes[0] != 1 || bytes[33] > 1 {
+            return None;
+        }
+        Some(Checkpoint {
+            journal_id: u128::from_le_bytes(bytes[1..17].try_into().ok()?),
+            folded_lsn: u64::from_le_bytes(bytes[17..25].try_into().ok()?),
+            tail: u64::from_le_bytes(bytes[25..33].try_into().ok()?),
+            clean: bytes[33] == 1,
+        })
+    }
+}
+
+/// The last checkpoint, if the store has ever had a journal.
+pub(crate) fn read_checkpoint(db: &redb::Database) -> Result<Option<Checkpoint>> {
+    let read = db.begin_read().map_err(Error::from_redb)?;
+    let meta = read.open_table(META).map_err(Error::from_redb)?;
+    let Some(bytes) = meta.get(CHECKPOINT_KEY).map_err(Error::from_redb)? else {
+        return Ok(None);
+    };
+    Checkpoint::decode(bytes.value())
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt {
+            detail: "the journal checkpoint is malformed".to_owned(),
+        })
+}
+
+/// Records a checkpoint in the transaction that made it true.
+pub(crate) fn write_checkpoint(
+    write: &redb::WriteTransaction,
+    checkpoint: &Checkpoint,
+) -> Result<()> {
+    let mut meta = write.open_table(META).map_err(Error::from_redb)?;
+    meta.insert(CHECKPOINT_KEY, &checkpoint.encode()[..])
+        .map_err(Error::from_redb)?;
+    meta.insert(FORMAT_KEY, &STORE_FORMAT.to_le_bytes()[..])
+        .map_err(Error::from_redb)?;
+    Ok(())
+}
 
 /// The expiry-index key of a record swept at `at`: sorting by it sorts by instant.
 pub(crate) fn index_key(at: Timestamp, key: &[u8]) -> Vec<u8> {
@@ -118,6 +183,21 @@ fn init(db: &redb::Database) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_and_refuse_garbage() {
+        let c = Checkpoint {
+            journal_id: u128::MAX - 5,
+            folded_lsn: 77,
+            tail: 4096 + 512,
+            clean: true,
+        };
+        assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
+        assert_eq!(Checkpoint::decode(&c.encode()[..33]), None);
+        let mut bad = c.encode();
+        bad[33] = 2;
+        assert_eq!(Checkpoint::decode(&bad), None);
+    }
 
     #[test]
     fn index_keys_sort_by_instant_then_key() {

@@ -1,27 +1,29 @@
-//! The group-commit writer: one thread applies every queued operation in one redb write
-//! transaction and answers each caller only after that transaction has committed.
+//! The group-commit writer: one thread takes every queued operation, decides each against
+//! the latest state (including earlier operations of the same batch), appends the batch's
+//! changes to the journal as one frame, syncs once, publishes the changes to the memtable
+//! and only then answers the callers.
 //!
-//! Batching is natural, not timed: while one commit is syncing, new operations queue up,
-//! and the next transaction takes all of them (up to `max_batch`). A lone caller is never
-//! delayed waiting for company.
+//! Batching is natural, not timed: while one sync runs, new operations queue up, and the
+//! next frame takes all of them (up to `max_batch`, and a byte budget that keeps a frame
+//! well inside the journal). A lone caller is never delayed waiting for company.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use redb::{ReadableTable, Table};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::codec;
 use crate::decision::{self, Change, Operation, Outcome};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::storage::KeyedOp;
-use crate::storage::open::corrupt_from_panic;
-use crate::storage::redb_engine::Shared;
-use crate::storage::tables::{EXPIRY, RECORDS, index_key};
-use crate::time::Timestamp;
+use crate::storage::engine::{Published, Shared};
+use crate::storage::journal::AppendError;
+use crate::storage::journal::frame;
+use crate::storage::memtable;
 
 /// What the writer is asked to do.
 pub(crate) enum Job {
@@ -30,246 +32,300 @@ pub(crate) enum Job {
         ops: Vec<KeyedOp>,
         reply: Sender<Vec<Result<Outcome>>>,
     },
-    /// Finish what is queued before this, make it durable, close the database, stop.
+    /// Finish what is queued before this, make it durable, stop.
     Close { reply: Sender<Result<()>> },
 }
 
 struct Pending {
     ops: Vec<KeyedOp>,
-    /// How many operations the caller sent: the ops are moved out while applying, and a
-    /// failed batch still owes one answer per operation.
-    count: usize,
     reply: Sender<Vec<Result<Outcome>>>,
 }
+
+/// A deferred claim is made durable by the next sync, or after this long without one.
+const DEFERRED_SYNC_DELAY: Duration = Duration::from_millis(2);
+/// How long a full journal may hold up a batch before it fails.
+const JOURNAL_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn spawn(shared: Arc<Shared>, queue: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("idemdb-writer".to_owned())
-        .spawn(move || run(&shared, &queue))
+        .spawn(move || {
+            Writer {
+                shared: &shared,
+                unsynced: false,
+            }
+            .run(&queue)
+        })
 }
 
-fn run(shared: &Shared, queue: &Receiver<Job>) {
-    let max_batch = shared.commit.max_batch.max(1);
-    let mut batch: Vec<Pending> = Vec::new();
-    loop {
-        let Ok(first) = queue.recv() else {
-            // Every handle is gone without a close: still make the data durable.
-            if let Err(e) = shared.shutdown() {
-                tracing::warn!(error = %e, "closing the idemdb database failed");
-            }
-            return;
-        };
-        let mut close = None;
-        let mut queued_ops = 0;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Apply { ops, reply } => {
-                    queued_ops += ops.len();
-                    let count = ops.len();
-                    batch.push(Pending { ops, count, reply });
+struct Writer<'a> {
+    shared: &'a Shared,
+    /// Frames written without a sync (deferred claims, or non-durable stores).
+    unsynced: bool,
+}
+
+impl Writer<'_> {
+    fn run(mut self, queue: &Receiver<Job>) {
+        let max_batch = self.shared.commit.max_batch.max(1);
+        let byte_budget = self.shared.max_payload / 2;
+        loop {
+            let first = if self.unsynced && self.shared.commit.durable {
+                match queue.recv_timeout(DEFERRED_SYNC_DELAY) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_deferred();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return self.finish(None),
                 }
-                Job::Close { reply } => {
-                    close = Some(reply);
-                    break;
+            } else {
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return self.finish(None),
                 }
-            }
-            if queued_ops < max_batch {
-                next = queue.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            commit_batch(shared, &mut batch);
-        }
-        if let Some(reply) = close {
-            // Anything queued after the close is refused.
-            while let Ok(job) = queue.try_recv() {
+            };
+            let mut batch = Vec::new();
+            let mut close = None;
+            let (mut ops, mut bytes) = (0usize, 0usize);
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
                 match job {
-                    Job::Apply { ops, reply } => {
-                        let _ = reply.send(ops.iter().map(|_| Err(Error::Closed)).collect());
+                    Job::Apply { ops: o, reply } => {
+                        ops += o.len();
+                        bytes += o.iter().map(|(k, op)| estimated_size(k, op)).sum::<usize>();
+                        batch.push(Pending { ops: o, reply });
                     }
                     Job::Close { reply } => {
-                        let _ = reply.send(Ok(()));
+                        close = Some(reply);
+                        break;
                     }
                 }
+                if ops < max_batch && bytes < byte_budget {
+                    next = queue.try_recv().ok();
+                }
             }
-            let _ = reply.send(shared.shutdown());
-            return;
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(reply) = close {
+                // Anything queued after the close is refused.
+                while let Ok(job) = queue.try_recv() {
+                    match job {
+                        Job::Apply { ops, reply } => {
+                            let _ = reply.send(ops.iter().map(|_| Err(Error::Closed)).collect());
+                        }
+                        Job::Close { reply } => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+                return self.finish(Some(reply));
+            }
         }
     }
-}
 
-/// Applies and commits one batch, then answers every caller in it.
-fn commit_batch(shared: &Shared, batch: &mut Vec<Pending>) {
-    let result = catch_unwind(AssertUnwindSafe(|| apply_and_commit(shared, batch)))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
-    match result {
-        Ok(answers) => {
-            for (pending, answer) in batch.drain(..).zip(answers) {
-                let _ = pending.reply.send(answer);
-            }
+    fn finish(mut self, reply: Option<Sender<Result<()>>>) {
+        let synced = if self.unsynced {
+            self.unsynced = false;
+            self.shared.journal.lock().sync().map_err(Error::from_io)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "syncing the idemdb journal at close failed");
         }
-        Err(error) => {
-            // No operation of a failed batch took effect, and none is acknowledged.
-            shared
+        if let Some(reply) = reply {
+            let _ = reply.send(synced);
+        }
+    }
+
+    fn sync_deferred(&mut self) {
+        self.unsynced = false;
+        if let Err(error) = self.shared.journal.lock().sync() {
+            // Deferred claims were acknowledged already; a crash now may lose them, which is
+            // the trade-off their option documents.
+            self.shared
                 .counters
                 .failed_commits
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "an idemdb commit failed; reopening the database");
-            for pending in batch.drain(..) {
-                let answer = (0..pending.count).map(|_| Err(error.clone())).collect();
-                let _ = pending.reply.send(answer);
-            }
-            // redb refuses writes (and reads) after a failed commit until it is reopened;
-            // reopen now so replays keep being served. If that fails too, the next batch
-            // tries again.
-            if let Err(e) = shared.reopen() {
-                tracing::error!(error = %e, "reopening the idemdb database failed");
-            }
+            tracing::error!(%error, "syncing deferred idemdb claims failed");
         }
     }
-}
 
-fn apply_and_commit(shared: &Shared, batch: &mut [Pending]) -> Result<Vec<Vec<Result<Outcome>>>> {
-    let db = shared.writable_db()?;
-    let now = shared.clock.now();
-    let mut txn = db.begin_write().map_err(Error::from_redb)?;
-    let settings = shared.commit;
-    if !settings.durable {
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| Error::Storage(Arc::new(e.into())))?;
-    }
-    txn.set_two_phase_commit(settings.two_phase);
-    txn.set_quick_repair(settings.quick_repair);
-
-    let mut wrote = false;
-    let mut op_count = 0u64;
-    let mut answers = Vec::with_capacity(batch.len());
-    {
-        let mut records = txn.open_table(RECORDS).map_err(Error::from_redb)?;
-        let mut expiry = txn.open_table(EXPIRY).map_err(Error::from_redb)?;
-        for pending in batch.iter_mut() {
+    /// Decides, journals and answers one batch.
+    fn commit(&mut self, mut batch: Vec<Pending>) {
+        let shared = self.shared;
+        let now = shared.clock.now();
+        // The batch's own view: keys it changed, with their new state.
+        let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
+        let mut changed: Vec<Vec<u8>> = Vec::new();
+        let mut only_claims = true;
+        let mut answers: Vec<Vec<Result<Outcome>>> = Vec::with_capacity(batch.len());
+        let mut op_count = 0u64;
+        for pending in &mut batch {
             let mut answer = Vec::with_capacity(pending.ops.len());
             for (key, op) in std::mem::take(&mut pending.ops) {
                 op_count += 1;
-                answer.push(apply_op(
-                    &mut records,
-                    &mut expiry,
-                    &key,
-                    op,
-                    now,
-                    &mut wrote,
-                )?);
+                let current = match overlay.get(&key) {
+                    Some(state) => Ok(state.clone()),
+                    None => shared.read(&key),
+                };
+                let current = match (current, &op) {
+                    (Ok(current), _) => current,
+                    // An operator may still delete or overwrite a damaged record.
+                    (
+                        Err(Error::Corrupt { .. }),
+                        Operation::Delete
+                        | Operation::Import {
+                            overwrite: true, ..
+                        },
+                    ) => None,
+                    (Err(e), _) => {
+                        answer.push(Err(e));
+                        continue;
+                    }
+                };
+                let is_claim = matches!(op, Operation::Claim(_));
+                let t = decision::transition(current, op, now);
+                let new_state = match t.change {
+                    Change::Keep => None,
+                    Change::Put(record) => Some(Some(record)),
+                    Change::Delete => Some(None),
+                };
+                if let Some(state) = new_state {
+                    only_claims &= is_claim;
+                    if overlay.insert(key.clone(), state).is_none() {
+                        changed.push(key);
+                    }
+                }
+                answer.push(Ok(t.outcome));
             }
             answers.push(answer);
         }
+        if changed.is_empty() {
+            return reply(batch, answers);
+        }
+        let result = self.journal(&overlay, changed, only_claims);
+        match result {
+            Ok(()) => {
+                let c = &shared.counters;
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.committed_ops.fetch_add(op_count, Ordering::Relaxed);
+                c.largest_batch.fetch_max(op_count, Ordering::Relaxed);
+                reply(batch, answers);
+            }
+            Err(error) => {
+                // Nothing of a failed batch is acknowledged, or visible.
+                shared
+                    .counters
+                    .failed_commits
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "an idemdb journal commit failed");
+                let failed = answers
+                    .iter()
+                    .map(|a| a.iter().map(|_| Err(error.clone())).collect())
+                    .collect();
+                reply(batch, failed);
+            }
+        }
     }
-    if wrote {
-        txn.commit().map_err(Error::from_redb)?;
-        let c = &shared.counters;
-        c.commits.fetch_add(1, Ordering::Relaxed);
-        c.committed_ops.fetch_add(op_count, Ordering::Relaxed);
-        c.largest_batch.fetch_max(op_count, Ordering::Relaxed);
-    } else {
-        txn.abort().map_err(Error::from_redb)?;
-    }
-    Ok(answers)
-}
 
-/// Applies one operation inside the batch's transaction. The outer error fails the whole
-/// batch (storage failed); the inner one fails this operation alone (its record is damaged).
-fn apply_op(
-    records: &mut Table<&[u8], &[u8]>,
-    expiry: &mut Table<&[u8], ()>,
-    key: &[u8],
-    op: Operation,
-    now: Timestamp,
-    wrote: &mut bool,
-) -> Result<Result<Outcome>> {
-    let stored = records.get(key).map_err(Error::from_redb)?;
-    let current = match stored.map(|bytes| codec::decode(bytes.value())) {
-        None => None,
-        Some(Ok(record)) => Some(record),
-        Some(Err(e)) => {
-            // A damaged record can still be deleted or overwritten by an operator; its
-            // index entry (unknown now) is cleaned up when the sweeper meets it.
-            return match op {
-                Operation::Delete => {
-                    records.remove(key).map_err(Error::from_redb)?;
-                    *wrote = true;
-                    Ok(Ok(Outcome::Deleted { existed: true }))
-                }
-                Operation::Import {
-                    record,
-                    overwrite: true,
-                } => {
-                    put(records, expiry, key, None, &record)?;
-                    *wrote = true;
-                    Ok(Ok(Outcome::Imported { written: true }))
-                }
-                _ => Ok(Err(e)),
+    /// Appends the batch's final states as one frame and publishes them.
+    fn journal(
+        &mut self,
+        overlay: &HashMap<Vec<u8>, Option<Record>>,
+        changed: Vec<Vec<u8>>,
+        only_claims: bool,
+    ) -> Result<()> {
+        let shared = self.shared;
+        let mut changes: Vec<memtable::Published> = Vec::with_capacity(changed.len());
+        for key in changed {
+            let value = match overlay.get(&key) {
+                Some(Some(record)) => Some(Arc::from(codec::encode(record)?)),
+                _ => None,
             };
+            changes.push((key, value));
         }
-    };
-    let old_sweep_at = current.as_ref().and_then(Record::sweep_at);
-    let swept_at = match op {
-        Operation::Sweep { sweep_at } => Some(sweep_at),
-        _ => None,
-    };
-    let t = decision::transition(current, op, now);
-    match t.change {
-        Change::Keep => {
-            // An index entry that no longer matches its record is stale: drop it, so the
-            // sweeper never meets it again.
-            if let Some(at) = swept_at
-                && old_sweep_at != Some(at)
-            {
-                expiry
-                    .remove(index_key(at, key).as_slice())
-                    .map_err(Error::from_redb)?;
-                *wrote = true;
+        let mut payload = Vec::new();
+        frame::encode_changes(
+            changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            &mut payload,
+        );
+        let commit = shared.commit;
+        let sync = commit.durable && !(commit.defer_claim_sync && only_claims);
+        let started = Instant::now();
+        let mut fold_attempts_seen = 0u32;
+        loop {
+            let seen = shared.space_freed.generation();
+            let appended = {
+                let mut journal = shared.journal.lock();
+                let appended = journal.append(&payload, sync);
+                shared.journal_used.store(journal.used(), Ordering::Relaxed);
+                appended
+            };
+            match appended {
+                Ok(appended) => {
+                    // Publish, then advance the cut a fold may record (in that order).
+                    shared.memtable.publish(appended.lsn, &changes);
+                    *shared.published.lock() = Published {
+                        lsn: appended.lsn,
+                        end: appended.end,
+                    };
+                    // A sync covers every frame before it.
+                    self.unsynced = !sync;
+                    if shared.journal_used.load(Ordering::Relaxed) >= shared.journal_area / 2 {
+                        shared.fold_wanted.notify();
+                    }
+                    return Ok(());
+                }
+                Err(AppendError::Full) => {
+                    // Only a fold frees space. Wait for the next fold attempt; if folds are
+                    // failing (a full disk), fail with their reason once one more has failed.
+                    if fold_attempts_seen > 0
+                        && let Some(error) = shared.fold_error.lock().clone()
+                    {
+                        return Err(journal_full(error));
+                    }
+                    if started.elapsed() >= JOURNAL_FULL_TIMEOUT {
+                        return Err(Error::StorageFull(Arc::new(std::io::Error::other(
+                            "the journal is full and folding it into the database is not keeping up",
+                        ))));
+                    }
+                    shared.fold_wanted.notify();
+                    shared.space_freed.wait(seen, Duration::from_millis(100));
+                    if shared.space_freed.generation() != seen {
+                        fold_attempts_seen += 1;
+                    }
+                }
+                Err(AppendError::Io(e)) => return Err(Error::from_io(e)),
             }
-        }
-        Change::Put(record) => {
-            put(records, expiry, key, old_sweep_at, &record)?;
-            *wrote = true;
-        }
-        Change::Delete => {
-            records.remove(key).map_err(Error::from_redb)?;
-            if let Some(at) = old_sweep_at {
-                expiry
-                    .remove(index_key(at, key).as_slice())
-                    .map_err(Error::from_redb)?;
-            }
-            *wrote = true;
         }
     }
-    Ok(Ok(t.outcome))
 }
 
-fn put(
-    records: &mut Table<&[u8], &[u8]>,
-    expiry: &mut Table<&[u8], ()>,
-    key: &[u8],
-    old_sweep_at: Option<Timestamp>,
-    record: &Record,
-) -> Result<()> {
-    let bytes = codec::encode(record)?;
-    records
-        .insert(key, bytes.as_slice())
-        .map_err(Error::from_redb)?;
-    let new_sweep_at = record.sweep_at();
-    if old_sweep_at != new_sweep_at {
-        if let Some(at) = old_sweep_at {
-            expiry
-                .remove(index_key(at, key).as_slice())
-                .map_err(Error::from_redb)?;
-        }
-        if let Some(at) = new_sweep_at {
-            expiry
-                .insert(index_key(at, key).as_slice(), ())
-                .map_err(Error::from_redb)?;
-        }
+/// The error for a journal that is full because folds fail.
+fn journal_full(fold_error: Error) -> Error {
+    match fold_error {
+        Error::StorageFull(io) => Error::StorageFull(io),
+        other => Error::StorageFull(Arc::new(std::io::Error::other(format!(
+            "the journal is full and folding it into the database fails: {other}"
+        )))),
     }
-    Ok(())
+}
+
+fn reply(batch: Vec<Pending>, answers: Vec<Vec<Result<Outcome>>>) {
+    for (pending, answer) in batch.into_iter().zip(answers) {
+        let _ = pending.reply.send(answer);
+    }
+}
+
+/// Roughly how many journal bytes an operation can add.
+fn estimated_size(key: &[u8], op: &Operation) -> usize {
+    let body = match op {
+        Operation::Complete { response, .. } => response.len(),
+        Operation::Import { record, .. } => record.response().map_or(0, <[u8]>::len),
+        Operation::Claim(spec) => spec.owner.as_ref().map_or(0, Vec::len),
+        _ => 0,
+    };
+    2 * key.len() + body + 160
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use idemdb::redb::StorageBackend;
 use idemdb::redb::backends::InMemoryBackend;
-use idemdb::{Begin, Claim, Fingerprint, ManualClock, Store, StoreBuilder, Timestamp};
+use idemdb::{Begin, Claim, Fingerprint, ManualClock, StorageRole, Store, StoreBuilder, Timestamp};
 use parking_lot::{Condvar, Mutex};
 
 /// A fixed starting instant, far from the epoch.
@@ -136,15 +136,37 @@ impl StorageBackend for GatedBackend {
     }
 }
 
-/// A store over a [`GatedBackend`], with the gate to stall its commits.
+/// Storage for both roles of a store on custom backends.
+pub struct Memories {
+    pub database: Arc<InMemoryBackend>,
+    pub journal: Arc<InMemoryBackend>,
+}
+
+impl Memories {
+    pub fn new() -> Memories {
+        Memories {
+            database: Arc::new(InMemoryBackend::new()),
+            journal: Arc::new(InMemoryBackend::new()),
+        }
+    }
+
+    pub fn of(&self, role: StorageRole) -> Arc<InMemoryBackend> {
+        Arc::clone(match role {
+            StorageRole::Database => &self.database,
+            StorageRole::Journal => &self.journal,
+        })
+    }
+}
+
+/// A store over [`GatedBackend`]s, with the gate to stall its commits (journal syncs).
 pub fn gated_store(clock: &ManualClock) -> (Store, Arc<Gate>) {
-    let memory = Arc::new(InMemoryBackend::new());
+    let memories = Memories::new();
     let gate = Arc::new(Gate::default());
     let g = Arc::clone(&gate);
     let store = builder(clock)
-        .open_with_backend("gated", move || {
+        .open_with_backend("gated", move |role| {
             Ok(GatedBackend {
-                inner: Arc::clone(&memory),
+                inner: memories.of(role),
                 gate: Arc::clone(&g),
             })
         })
@@ -202,18 +224,18 @@ impl StorageBackend for FailingBackend {
     }
 }
 
-/// A store over a [`FailingBackend`], with its fault switch.
+/// A store over [`FailingBackend`]s (database and journal), with their fault switch.
 pub fn failing_store(
     configure: impl Fn(StoreBuilder) -> StoreBuilder,
     clock: &ManualClock,
 ) -> (Store, Arc<std::sync::atomic::AtomicU8>) {
-    let memory = Arc::new(InMemoryBackend::new());
+    let memories = Memories::new();
     let fault = Arc::new(std::sync::atomic::AtomicU8::new(FAULT_NONE));
     let f = Arc::clone(&fault);
     let store = configure(builder(clock))
-        .open_with_backend("failing", move || {
+        .open_with_backend("failing", move |role| {
             Ok(FailingBackend {
-                inner: Arc::clone(&memory),
+                inner: memories.of(role),
                 fault: Arc::clone(&f),
             })
         })

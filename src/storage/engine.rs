@@ -1,0 +1,584 @@
+//! The journaled engine: writes are group-committed to the journal by one writer thread,
+//! published to the memtable, and folded into the redb tables in large batches by a folder
+//! thread. Reads look in the memtable, then in a cached redb snapshot; they never wait for
+//! a write.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex, RwLock};
+use redb::{ReadOnlyTable, ReadableDatabase};
+
+use crate::codec;
+use crate::decision::Outcome;
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::storage::fold;
+use crate::storage::journal::frame::FileHeader;
+use crate::storage::journal::{Journal, MIN_CAPACITY};
+use crate::storage::memtable::Memtable;
+use crate::storage::open::{Opener, corrupt_from_panic};
+use crate::storage::tables::{self, Checkpoint, RECORDS};
+use crate::storage::writer::{self, Job};
+use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
+use crate::time::{Clock, Timestamp};
+
+/// How the engine commits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitSettings {
+    /// Sync the journal before acknowledging (`false`: [`Durability::None`](crate::Durability)).
+    pub(crate) durable: bool,
+    /// Acknowledge claims before the sync that makes them durable (the next sync does).
+    pub(crate) defer_claim_sync: bool,
+    pub(crate) two_phase: bool,
+    pub(crate) quick_repair: bool,
+    /// Most operations in one group commit.
+    pub(crate) max_batch: usize,
+    /// Size of the journal ring, in bytes.
+    pub(crate) journal_size: u64,
+    /// How long changes may wait in the memtable before a fold.
+    pub(crate) fold_interval: Duration,
+}
+
+type Snapshot = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
+
+/// A counter that threads can wait on for a change.
+#[derive(Default)]
+pub(crate) struct Signal {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Signal {
+    pub(crate) fn notify(&self) {
+        *self.generation.lock() += 1;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+
+    /// Waits until the generation differs from `seen`, or `timeout` passes.
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
+        let mut generation = self.generation.lock();
+        let deadline = Instant::now() + timeout;
+        while *generation == seen {
+            if self
+                .changed
+                .wait_until(&mut generation, deadline)
+                .timed_out()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The last frame whose changes are in the memtable: a fold may record everything up to it
+/// as folded, once the memtable's contents are in redb.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Published {
+    pub(crate) lsn: u64,
+    /// Where the frame after it starts.
+    pub(crate) end: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) committed_ops: AtomicU64,
+    pub(crate) largest_batch: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+    pub(crate) reopens: AtomicU64,
+    pub(crate) folds: AtomicU64,
+    pub(crate) folded_records: AtomicU64,
+    pub(crate) failed_folds: AtomicU64,
+}
+
+/// State shared by the engine handle, its threads and readers.
+pub(crate) struct Shared {
+    db: RwLock<Option<Arc<redb::Database>>>,
+    /// Why the database is not open, and when opening it last failed.
+    unavailable: Mutex<Option<(Error, Instant)>>,
+    /// Set by shutdown: nothing reopens the database after it.
+    shut: AtomicBool,
+    opener: Opener,
+    /// Bumped after every redb commit, so cached snapshots are refreshed.
+    epoch: AtomicU64,
+    snapshot: RwLock<Option<(u64, Snapshot)>>,
+    pub(crate) memtable: Memtable,
+    /// Held by the writer across an append and its sync: read the figures below instead.
+    pub(crate) journal: Mutex<Journal>,
+    pub(crate) journal_id: u128,
+    /// Bytes of the journal ring, and how many hold unfolded frames (mirrors of the journal's
+    /// own figures, readable without waiting for a sync).
+    pub(crate) journal_area: u64,
+    pub(crate) journal_used: AtomicU64,
+    pub(crate) published: Mutex<Published>,
+    /// Asks the folder for a fold.
+    pub(crate) fold_wanted: Signal,
+    /// Tells the writer a fold freed journal space.
+    pub(crate) space_freed: Signal,
+    /// Serialises folds (the folder thread, and the final fold at close).
+    pub(crate) fold_lock: Mutex<()>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) commit: CommitSettings,
+    pub(crate) counters: Counters,
+    /// The largest frame payload the journal takes.
+    pub(crate) max_payload: usize,
+    /// Why the last fold failed, until one succeeds: a full journal waits for folds only
+    /// while they can succeed.
+    pub(crate) fold_error: Mutex<Option<Error>>,
+}
+
+// While the database cannot be reopened (a broken device), readers retry this often.
+const READER_REOPEN_INTERVAL: Duration = Duration::from_millis(100);
+// A reopen waits this long for readers holding the old handle.
+const READER_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+impl Shared {
+    /// The open database. If an earlier failure left it closed, try to reopen it (readers at
+    /// most every [`READER_REOPEN_INTERVAL`]), so service resumes once the fault is gone.
+    pub(crate) fn db(&self) -> Result<Arc<redb::Database>> {
+        if let Some(db) = self.db.read().as_ref() {
+            return Ok(Arc::clone(db));
+        }
+        if let Some((error, failed_at)) = self.unavailable.lock().as_ref()
+            && failed_at.elapsed() < READER_REOPEN_INTERVAL
+        {
+            return Err(error.clone());
+        }
+        self.writable_db()
+    }
+
+    /// The open database, reopening it first if an earlier failure closed it.
+    pub(crate) fn writable_db(&self) -> Result<Arc<redb::Database>> {
+        if let Some(db) = self.db.read().as_ref() {
+            return Ok(Arc::clone(db));
+        }
+        let mut slot = self.db.write();
+        if let Some(db) = slot.as_ref() {
+            return Ok(Arc::clone(db));
+        }
+        self.open_into(&mut slot)
+    }
+
+    /// Closes the database (redb refuses writes after a failed commit until it is reopened)
+    /// and opens it again.
+    pub(crate) fn reopen(&self) -> Result<()> {
+        let mut slot = self.db.write();
+        self.drop_snapshot();
+        if let Some(old) = slot.take() {
+            // The old handle's error is moot: its last commit already failed.
+            let _ = close_when_unshared(old);
+        }
+        self.open_into(&mut slot).map(drop)
+    }
+
+    fn open_into(&self, slot: &mut Option<Arc<redb::Database>>) -> Result<Arc<redb::Database>> {
+        if self.shut.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.counters.reopens.fetch_add(1, Ordering::Relaxed);
+        match self.opener.open_database() {
+            Ok(db) => {
+                let db = Arc::new(db);
+                *slot = Some(Arc::clone(&db));
+                *self.unavailable.lock() = None;
+                self.committed();
+                Ok(db)
+            }
+            Err(e) => {
+                *self.unavailable.lock() = Some((e.clone(), Instant::now()));
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_snapshot(&self) {
+        *self.snapshot.write() = None;
+    }
+
+    /// Called after every redb commit: cached snapshots are stale from now on. A fold calls
+    /// it before it forgets the folded memtable entries, so a reader that misses the
+    /// memtable always reads a snapshot that has them.
+    pub(crate) fn committed(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A snapshot of the records table as of the last redb commit, shared by readers until
+    /// the next one.
+    fn snapshot(&self) -> Result<Snapshot> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some((e, table)) = self.snapshot.read().as_ref()
+            && *e == epoch
+        {
+            return Ok(Arc::clone(table));
+        }
+        let db = self.db()?;
+        let table = catch_unwind(AssertUnwindSafe(|| -> Result<Snapshot> {
+            let txn = db.begin_read().map_err(Error::from_redb)?;
+            Ok(Arc::new(txn.open_table(RECORDS).map_err(Error::from_redb)?))
+        }))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        let mut slot = self.snapshot.write();
+        if slot.as_ref().is_none_or(|(e, _)| *e < epoch) {
+            *slot = Some((epoch, Arc::clone(&table)));
+        }
+        Ok(table)
+    }
+
+    /// Runs `f` on the stored bytes of `key` (memtable first, then redb).
+    pub(crate) fn with_bytes<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Result<T> {
+        if let Some(state) = self.memtable.get(key) {
+            return Ok(f(state.as_deref()));
+        }
+        let table = self.snapshot()?;
+        catch_unwind(AssertUnwindSafe(|| {
+            let guard = table.get(key).map_err(Error::from_redb)?;
+            Ok(f(guard.as_ref().map(|g| g.value())))
+        }))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
+    }
+
+    /// The current record of `key`, decoded.
+    pub(crate) fn read(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.with_bytes(key, |bytes| bytes.map(codec::decode).transpose())?
+    }
+
+    /// Makes everything durable and closes the database.
+    fn shutdown_database(&self) -> Result<()> {
+        self.shut.store(true, Ordering::Release);
+        let mut slot = self.db.write();
+        self.drop_snapshot();
+        match slot.take() {
+            Some(db) => close_when_unshared(db),
+            None => Ok(()),
+        }
+    }
+}
+
+fn close_when_unshared(db: Arc<redb::Database>) -> Result<()> {
+    let started = Instant::now();
+    let mut db = db;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(db) => return db.close().map_err(Error::from_redb),
+            Err(shared) if started.elapsed() < READER_DRAIN_LIMIT => {
+                db = shared;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            // A reader is stuck: the database closes when it lets go.
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// The engine handle the store talks to.
+pub(crate) struct JournaledEngine {
+    shared: Arc<Shared>,
+    jobs: Sender<Job>,
+    closed: AtomicBool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    folder: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    close_result: Mutex<Option<Result<()>>>,
+}
+
+impl JournaledEngine {
+    /// Opens the database and the journal, recovers what the journal holds beyond the last
+    /// fold, and starts the writer and folder threads.
+    pub(crate) fn open(
+        opener: Opener,
+        clock: Arc<dyn Clock>,
+        commit: CommitSettings,
+    ) -> Result<JournaledEngine> {
+        let db = opener.open_database()?;
+        let journal = open_journal(&opener, &db, commit)?;
+        let max_payload = journal.max_payload();
+        let (journal_id, journal_area, journal_used) =
+            (journal.id(), journal.area(), journal.used());
+        let published = Published {
+            lsn: journal.last_lsn(),
+            end: journal.head(),
+        };
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::new(db))),
+            unavailable: Mutex::new(None),
+            shut: AtomicBool::new(false),
+            opener,
+            epoch: AtomicU64::new(0),
+            snapshot: RwLock::new(None),
+            memtable: Memtable::new(),
+            journal: Mutex::new(journal),
+            journal_id,
+            journal_area,
+            journal_used: AtomicU64::new(journal_used),
+            published: Mutex::new(published),
+            fold_wanted: Signal::default(),
+            space_freed: Signal::default(),
+            fold_lock: Mutex::new(()),
+            clock,
+            commit,
+            counters: Counters::default(),
+            max_payload,
+            fold_error: Mutex::new(None),
+        });
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        let writer = writer::spawn(Arc::clone(&shared), queue).map_err(Error::from_io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let folder =
+            fold::spawn_folder(Arc::clone(&shared), Arc::clone(&stop)).map_err(Error::from_io)?;
+        Ok(JournaledEngine {
+            shared,
+            jobs,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(writer)),
+            folder: Mutex::new(Some((stop, folder))),
+            close_result: Mutex::new(None),
+        })
+    }
+
+    fn shut_down(&self) -> Result<()> {
+        // 1. The writer finishes what is queued, syncs, and stops.
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let written = if self.jobs.send(Job::Close { reply }).is_ok() {
+            answer.recv().unwrap_or(Ok(()))
+        } else {
+            Ok(())
+        };
+        if let Some(handle) = self.writer.lock().take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the idemdb writer thread panicked");
+        }
+        // 2. The folder stops; the last fold moves everything into redb and marks the
+        //    journal clean, so the next open has nothing to recover.
+        if let Some((stop, handle)) = self.folder.lock().take() {
+            stop.store(true, Ordering::Release);
+            self.shared.fold_wanted.notify();
+            if handle.join().is_err() {
+                tracing::error!("the idemdb folder thread panicked");
+            }
+        }
+        let folded = if written.is_ok() {
+            fold::fold_once(&self.shared, true).map(drop)
+        } else {
+            // Never mark a journal clean after a failed write: recovery must look at it.
+            Ok(())
+        };
+        let journal_closed = self.shared.journal.lock().close().map_err(Error::from_io);
+        let db_closed = self.shared.shutdown_database();
+        written.and(folded).and(journal_closed).and(db_closed)
+    }
+}
+
+/// Opens or creates the journal, recovering frames newer than the last checkpoint, and
+/// records a fresh (not clean) checkpoint.
+fn open_journal(opener: &Opener, db: &redb::Database, commit: CommitSettings) -> Result<Journal> {
+    let checkpoint = tables::read_checkpoint(db)?;
+    let io = opener.open_journal()?;
+    let has_file = io.len().map_err(Error::from_io)? > 0;
+    let header = has_file.then(|| Journal::read_header(io.as_ref()));
+    let capacity = commit.journal_size.max(MIN_CAPACITY);
+    let journal = match checkpoint {
+        // A new store, or one from before the journal: nothing can be in a journal file.
+        None => Journal::create(io, capacity, 0)?,
+        Some(cp) if cp.clean => match header {
+            Some(Ok(h)) if h.journal_id == cp.journal_id && h.capacity == capacity => {
+                Journal::resume(io, &h, cp.tail, cp.folded_lsn)?
+            }
+            _ => Journal::create(io, capacity, cp.folded_lsn)?,
+        },
+        Some(cp) => {
+            let header = match header {
+                None => {
+                    return Err(Error::Corrupt {
+                        detail: format!(
+                            "{}: the journal is missing, but the store was not closed cleanly: acknowledged operations would be lost",
+                            opener.path().display()
+                        ),
+                    });
+                }
+                Some(h) => h?,
+            };
+            if header.journal_id != cp.journal_id {
+                return Err(Error::Corrupt {
+                    detail: format!(
+                        "{}: the journal belongs to another store",
+                        opener.path().display()
+                    ),
+                });
+            }
+            recover(io, &header, &cp, db, commit)?
+        }
+    };
+    let write = db.begin_write().map_err(Error::from_redb)?;
+    tables::write_checkpoint(
+        &write,
+        &Checkpoint {
+            journal_id: journal.id(),
+            folded_lsn: journal.last_lsn(),
+            tail: journal.head(),
+            clean: false,
+        },
+    )?;
+    write.commit().map_err(Error::from_redb)?;
+    Ok(journal)
+}
+
+fn recover(
+    io: Box<dyn redb::StorageBackend>,
+    header: &FileHeader,
+    checkpoint: &Checkpoint,
+    db: &redb::Database,
+    commit: CommitSettings,
+) -> Result<Journal> {
+    let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    if !recovered.frames.is_empty() {
+        // Later frames win: keep the last state of each key.
+        let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let frames = recovered.frames.len();
+        for (_, changes) in recovered.frames {
+            for (key, value) in changes {
+                latest.insert(key, value);
+            }
+        }
+        let write = fold::begin_fold_txn(db, commit)?;
+        fold::apply_changes(
+            &write,
+            latest.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+        )?;
+        tables::write_checkpoint(
+            &write,
+            &Checkpoint {
+                journal_id: header.journal_id,
+                folded_lsn: recovered.last_lsn,
+                tail: recovered.head,
+                clean: false,
+            },
+        )?;
+        write.commit().map_err(Error::from_redb)?;
+        tracing::info!(
+            frames,
+            keys = latest.len(),
+            "idemdb recovered journaled operations"
+        );
+    }
+    Journal::resume(io, header, recovered.head, recovered.last_lsn)
+}
+
+impl Engine for JournaledEngine {
+    fn read(&self, key: &[u8]) -> Result<Option<Record>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.shared.read(key)
+    }
+
+    fn apply(&self, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
+        let n = ops.len();
+        let closed = || (0..n).map(|_| Err(Error::Closed)).collect();
+        if self.closed.load(Ordering::Acquire) {
+            return closed();
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.jobs.send(Job::Apply { ops, reply }).is_err() {
+            return closed();
+        }
+        answer.recv().unwrap_or_else(|_| closed())
+    }
+
+    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {
+        let shared = &self.shared;
+        let table = shared.snapshot()?;
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let stored = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let range = table
+                .range::<&[u8]>((Bound::Included(start), upper))
+                .map_err(Error::from_redb)?;
+            let mut rows = Vec::new();
+            for entry in range.take(limit) {
+                let (k, v) = entry.map_err(Error::from_redb)?;
+                rows.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(rows)
+        }))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        // A full page covers keys up to its last one; the memtable is merged over the same
+        // span, so the next page starts right after it.
+        let next = (stored.len() == limit)
+            .then(|| stored.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+            .flatten();
+        let merge_end = next.as_deref().or(end);
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (key, entry) in shared.memtable.range(start, merge_end) {
+            match entry.value {
+                Some(value) => merged.insert(key.into_vec(), value.to_vec()),
+                None => merged.remove(&*key),
+            };
+        }
+        let rows = merged
+            .into_iter()
+            .map(|(k, v)| {
+                let record = codec::decode(&v);
+                (k, record)
+            })
+            .collect();
+        Ok(ScanPage { rows, next })
+    }
+
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        fold::sweep(&self.shared, now, limit)
+    }
+
+    fn stats(&self) -> EngineStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EngineStats {
+            commits: get(&c.commits),
+            committed_ops: get(&c.committed_ops),
+            largest_batch: get(&c.largest_batch),
+            failed_commits: get(&c.failed_commits),
+            reopens: get(&c.reopens),
+            folds: get(&c.folds),
+            folded_records: get(&c.folded_records),
+            failed_folds: get(&c.failed_folds),
+            memtable_records: self.shared.memtable.len() as u64,
+            journal_bytes_used: self.shared.journal_used.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut result = self.close_result.lock();
+        if let Some(r) = result.as_ref() {
+            // A second close reports success: the store is closed either way.
+            return r.as_ref().map(|_| ()).or(Ok(()));
+        }
+        self.closed.store(true, Ordering::Release);
+        let r = self.shut_down();
+        *result = Some(r.clone());
+        r
+    }
+}
+
+impl Drop for JournaledEngine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "closing the idemdb store failed");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Folding: moving journaled changes into the redb tables in one large transaction, with
+//! the checkpoint that frees their journal space; and sweeping expired records out of redb.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::codec;
+use crate::decision::{self, Change, Operation};
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::storage::SweepPass;
+use crate::storage::engine::{CommitSettings, Shared};
+use crate::storage::open::corrupt_from_panic;
+use crate::storage::tables::{self, Checkpoint, EXPIRY, RECORDS, index_key, split_index_key};
+use crate::time::Timestamp;
+
+/// Fold as soon as this many keys wait in the memtable.
+const FOLD_AT_KEYS: usize = 200_000;
+
+/// Starts the folder thread: it folds when asked (the journal is filling up), when the
+/// memtable grows large, and every `fold_interval` otherwise, until `stop` is set.
+pub(crate) fn spawn_folder(
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("idemdb-folder".to_owned())
+        .spawn(move || {
+            let interval = shared.commit.fold_interval;
+            let mut last_fold = Instant::now();
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let seen = shared.fold_wanted.generation();
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let used = shared.journal_used.load(Ordering::Relaxed);
+                let due = used >= shared.journal_area / 4
+                    || shared.memtable.len() >= FOLD_AT_KEYS
+                    || (last_fold.elapsed() >= interval && !shared.memtable.is_empty());
+                if due {
+                    match fold_once(&shared, false) {
+                        Ok(_) => {
+                            last_fold = Instant::now();
+                            backoff = Duration::from_millis(50);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "an idemdb fold failed; retrying");
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
+                    }
+                }
+                shared
+                    .fold_wanted
+                    .wait(seen, interval.min(Duration::from_millis(250)));
+            }
+        })
+}
+
+/// A write transaction configured for folding: always durable (the journal space it frees
+/// is gone afterwards), with the store's two-phase and quick-repair settings.
+pub(crate) fn begin_fold_txn(
+    db: &redb::Database,
+    commit: CommitSettings,
+) -> Result<WriteTransaction> {
+    let mut write = db.begin_write().map_err(Error::from_redb)?;
+    write.set_two_phase_commit(commit.two_phase);
+    write.set_quick_repair(commit.quick_repair);
+    Ok(write)
+}
+
+/// Writes the latest state of each key into the records table, keeping the expiry index in
+/// step: the entry of the record replaced is removed, the new record's is added.
+pub(crate) fn apply_changes<'a>(
+    write: &WriteTransaction,
+    changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> Result<usize> {
+    let mut records = write.open_table(RECORDS).map_err(Error::from_redb)?;
+    let mut expiry = write.open_table(EXPIRY).map_err(Error::from_redb)?;
+    let mut n = 0;
+    for (key, value) in changes {
+        n += 1;
+        let old = records.get(key).map_err(Error::from_redb)?;
+        // A damaged old record's index entry cannot be found now; the sweeper drops it when
+        // it meets it (it no longer matches the record).
+        let old_sweep_at = old
+            .and_then(|bytes| codec::decode(bytes.value()).ok())
+            .and_then(|r| r.sweep_at());
+        let new_sweep_at = match value {
+            Some(bytes) => {
+                records.insert(key, bytes).map_err(Error::from_redb)?;
+                codec::decode(bytes)?.sweep_at()
+            }
+            None => {
+                records.remove(key).map_err(Error::from_redb)?;
+                None
+            }
+        };
+        if old_sweep_at != new_sweep_at {
+            if let Some(at) = old_sweep_at {
+                expiry
+                    .remove(index_key(at, key).as_slice())
+                    .map_err(Error::from_redb)?;
+            }
+            if let Some(at) = new_sweep_at {
+                expiry
+                    .insert(index_key(at, key).as_slice(), ())
+                    .map_err(Error::from_redb)?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Folds everything in the memtable into redb and frees the journal up to the last
+/// published frame. With `clean`, also marks the journal as holding nothing to recover
+/// (only at close, when nothing can be published any more). Returns the keys folded.
+pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
+    let _folding = shared.fold_lock.lock();
+    // Read the cut before the snapshot: every change up to the cut is in the memtable by
+    // then (the writer publishes before it advances the cut). Changes after the cut may be
+    // folded too; recovery replays them again, harmlessly, since frames hold final states.
+    let cut = *shared.published.lock();
+    let entries = shared.memtable.snapshot();
+    if entries.is_empty() && !clean {
+        return Ok(0);
+    }
+    let journal_id = shared.journal_id;
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        let db = shared.writable_db()?;
+        let write = begin_fold_txn(&db, shared.commit)?;
+        apply_changes(
+            &write,
+            entries.iter().map(|(k, e)| (&**k, e.value.as_deref())),
+        )?;
+        tables::write_checkpoint(
+            &write,
+            &Checkpoint {
+                journal_id,
+                folded_lsn: cut.lsn,
+                tail: cut.end,
+                clean,
+            },
+        )?;
+        write.commit().map_err(Error::from_redb)
+    }))
+    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
+    if let Err(e) = result {
+        shared.counters.failed_folds.fetch_add(1, Ordering::Relaxed);
+        *shared.fold_error.lock() = Some(e.clone());
+        shared.space_freed.notify();
+        if let Err(reopen) = shared.reopen() {
+            tracing::error!(error = %reopen, "reopening the idemdb database failed");
+        }
+        return Err(e);
+    }
+    shared.committed();
+    *shared.fold_error.lock() = None;
+    shared
+        .memtable
+        .remove_folded(entries.iter().map(|(k, e)| (&**k, e.lsn)));
+    {
+        let mut journal = shared.journal.lock();
+        journal.release_through(cut.lsn);
+        shared.journal_used.store(journal.used(), Ordering::Relaxed);
+    }
+    shared.space_freed.notify();
+    let c = &shared.counters;
+    c.folds.fetch_add(1, Ordering::Relaxed);
+    c.folded_records
+        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+    Ok(entries.len())
+}
+
+/// Deletes up to `limit` records that are expired at `now`. It folds first, so records
+/// still waiting in the memtable are swept too; keys the memtable learns about meanwhile are
+/// left alone: a newer state of theirs is on its way into redb, and it decides.
+pub(crate) fn sweep(shared: &Shared, now: Timestamp, limit: usize) -> Result<SweepPass> {
+    if !shared.memtable.is_empty() {
+        fold_once(shared, false)?;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<SweepPass> {
+        let db = shared.writable_db()?;
+        let write = begin_fold_txn(&db, shared.commit)?;
+        let mut pass = SweepPass::default();
+        {
+            let mut records = write.open_table(RECORDS).map_err(Error::from_redb)?;
+            let mut expiry = write.open_table(EXPIRY).map_err(Error::from_redb)?;
+            let upper = now.as_millis().checked_add(1).map(u64::to_be_bytes);
+            let due: Vec<(Timestamp, Vec<u8>)> = {
+                let range = match &upper {
+                    Some(bound) => expiry.range::<&[u8]>(..&bound[..]),
+                    None => expiry.range::<&[u8]>(..),
+                }
+                .map_err(Error::from_redb)?;
+                let mut due = Vec::new();
+                for entry in range.take(limit) {
+                    let (k, _) = entry.map_err(Error::from_redb)?;
+                    let (at, key) = split_index_key(k.value()).ok_or_else(|| Error::Corrupt {
+                        detail: "malformed expiry index entry".to_owned(),
+                    })?;
+                    due.push((at, key.to_vec()));
+                }
+                due
+            };
+            pass.found = due.len() as u64;
+            for (at, key) in due {
+                if shared.memtable.contains(&key) {
+                    continue;
+                }
+                let current: Option<Record> =
+                    match records.get(key.as_slice()).map_err(Error::from_redb)? {
+                        None => None,
+                        Some(bytes) => match codec::decode(bytes.value()) {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the sweeper skipped a damaged record");
+                                pass.damaged += 1;
+                                continue;
+                            }
+                        },
+                    };
+                let indexed_here = current.as_ref().and_then(Record::sweep_at) == Some(at);
+                let t = decision::transition(current, Operation::Sweep { sweep_at: at }, now);
+                let index = index_key(at, &key);
+                if t.change == Change::Delete {
+                    records.remove(key.as_slice()).map_err(Error::from_redb)?;
+                    expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
+                    pass.deleted += 1;
+                } else if !indexed_here {
+                    // The record moved on (or is gone): this entry is stale.
+                    expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
+                }
+            }
+        }
+        if pass.found > 0 {
+            write.commit().map_err(Error::from_redb)?;
+            shared.committed();
+        } else {
+            write.abort().map_err(Error::from_redb)?;
+        }
+        Ok(pass)
+    }))
+    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
+    if result.is_err()
+        && let Err(e) = shared.reopen()
+    {
+        tracing::error!(error = %e, "reopening the idemdb database failed");
+    }
+    result
+}

@@ -1,0 +1,419 @@
+//! The journal: a ring of frames in a file beside the database, where every group commit
+//! is appended and synced as one contiguous write.
+//!
+//! Why: a redb commit writes about eight scattered pages and each costs a seek-like delay at
+//! sync time, while an append to a preallocated file costs one page (see
+//! `benches/commit_anatomy.rs`). So the durable step of every operation is a journal append;
+//! the records reach the redb tables later, in large batches ("folds"), off the critical
+//! path.
+//!
+//! The file is a header page, then a ring of frames. Frames are appended at `head`; a fold
+//! that has moved everything up to some frame into redb frees the ring up to that frame
+//! (`tail`). When a frame does not fit before the end of the file, a small wrap frame says
+//! "continue at the start". The file grows in zero-filled chunks up to its capacity, so
+//! appends overwrite allocated blocks and a data sync does not have to flush file metadata.
+//!
+//! Every frame carries an LSN, strictly increasing and never reused (a failed append burns
+//! its LSN). Recovery starts at the tail the last fold recorded and follows frames while
+//! each is intact and newer than the one before; the first torn or stale frame is the end.
+//! An intact frame newer than that end anywhere in the ring would mean an acknowledged
+//! frame was damaged: that is reported as corruption instead of silently dropping it.
+
+pub(crate) mod file;
+pub(crate) mod frame;
+
+use std::collections::VecDeque;
+
+use redb::StorageBackend;
+
+use crate::error::{Error, Result};
+use frame::{Change, FILE_HEADER_LEN, FRAME_ALIGN, FileHeader, FrameKind, HEADER_LEN};
+
+/// The journal grows its file by this much at a time (zero-filled, then synced with the
+/// next commit).
+const GROWTH_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// The smallest journal accepted.
+pub(crate) const MIN_CAPACITY: u64 = 1024 * 1024;
+
+/// Where an appended frame went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Appended {
+    /// The frame's LSN.
+    pub(crate) lsn: u64,
+    /// Where the next frame starts: the tail, once this frame is folded.
+    pub(crate) end: u64,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The ring has no room until a fold frees some.
+    Full,
+    /// The device failed; nothing was acknowledged, the LSNs tried are burnt.
+    Io(std::io::Error),
+}
+
+/// Frames found by recovery, in LSN order, and where appending resumes.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) frames: Vec<(u64, Vec<Change>)>,
+    pub(crate) last_lsn: u64,
+    pub(crate) head: u64,
+}
+
+#[derive(Debug)]
+struct Span {
+    lsn: u64,
+    bytes: u64,
+    end: u64,
+}
+
+/// An open journal. Only the writer appends; folds release space.
+pub(crate) struct Journal {
+    io: Box<dyn StorageBackend>,
+    id: u128,
+    capacity: u64,
+    allocated: u64,
+    head: u64,
+    next_lsn: u64,
+    /// Frames appended but not yet folded, oldest first.
+    spans: VecDeque<Span>,
+    used: u64,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("id", &self.id)
+            .field("capacity", &self.capacity)
+            .field("head", &self.head)
+            .field("next_lsn", &self.next_lsn)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt(detail: impl Into<String>) -> Error {
+    Error::Corrupt {
+        detail: format!("journal: {}", detail.into()),
+    }
+}
+
+impl Journal {
+    /// Creates a fresh journal over `io` (truncating it), its first frame numbered after
+    /// `last_lsn`.
+    pub(crate) fn create(
+        io: Box<dyn StorageBackend>,
+        capacity: u64,
+        last_lsn: u64,
+    ) -> Result<Journal> {
+        let capacity = (capacity / FRAME_ALIGN) * FRAME_ALIGN;
+        let id = uuid::Uuid::new_v4().as_u128();
+        io.set_len(0).map_err(Error::from_io)?;
+        io.set_len(FILE_HEADER_LEN).map_err(Error::from_io)?;
+        io.write(0, &frame::encode_file_header(id, capacity))
+            .map_err(Error::from_io)?;
+        let mut journal = Journal {
+            io,
+            id,
+            capacity,
+            allocated: FILE_HEADER_LEN,
+            head: FILE_HEADER_LEN,
+            next_lsn: last_lsn + 1,
+            spans: VecDeque::new(),
+            used: 0,
+            buf: Vec::new(),
+        };
+        journal
+            .grow_to(FILE_HEADER_LEN + GROWTH_CHUNK)
+            .map_err(Error::from_io)?;
+        journal.io.sync_data().map_err(Error::from_io)?;
+        Ok(journal)
+    }
+
+    /// Reads the header of an existing journal.
+    pub(crate) fn read_header(io: &dyn StorageBackend) -> Result<FileHeader> {
+        let len = io.len().map_err(Error::from_io)?;
+        if len < FILE_HEADER_LEN {
+            return Err(corrupt(format!(
+                "the file is {len} bytes, shorter than its header"
+            )));
+        }
+        let mut page = vec![0u8; FILE_HEADER_LEN as usize];
+        io.read(0, &mut page).map_err(Error::from_io)?;
+        let header = frame::parse_file_header(&page).map_err(corrupt)?;
+        if header.format != frame::JOURNAL_FORMAT {
+            return Err(corrupt(format!("unknown journal format {}", header.format)));
+        }
+        if header.capacity < MIN_CAPACITY || !header.capacity.is_multiple_of(FRAME_ALIGN) {
+            return Err(corrupt(format!("implausible capacity {}", header.capacity)));
+        }
+        Ok(header)
+    }
+
+    /// Finds every intact frame after `last_folded` starting at `tail`, and checks that no
+    /// intact newer frame lies beyond the first damaged one.
+    pub(crate) fn recover(
+        io: &dyn StorageBackend,
+        header: &FileHeader,
+        tail: u64,
+        last_folded: u64,
+    ) -> Result<Recovered> {
+        let capacity = header.capacity;
+        let allocated = io.len().map_err(Error::from_io)?.min(capacity);
+        let normalize = |pos: u64| {
+            if pos >= capacity {
+                FILE_HEADER_LEN
+            } else {
+                pos
+            }
+        };
+        if tail < FILE_HEADER_LEN || !tail.is_multiple_of(FRAME_ALIGN) {
+            return Err(corrupt(format!(
+                "the recorded tail {tail} is not a frame position"
+            )));
+        }
+        let mut pos = normalize(tail);
+        let mut last = last_folded;
+        let mut frames = Vec::new();
+        let mut head_bytes = [0u8; HEADER_LEN];
+        let mut payload = Vec::new();
+        loop {
+            if pos + HEADER_LEN as u64 > allocated {
+                break;
+            }
+            io.read(pos, &mut head_bytes).map_err(Error::from_io)?;
+            let Some(h) = frame::parse_header(&head_bytes) else {
+                break;
+            };
+            let size = frame::frame_size(h.payload_len as usize);
+            if h.journal_id != header.journal_id || h.lsn <= last || pos + size > allocated {
+                break;
+            }
+            payload.resize(h.payload_len as usize, 0);
+            io.read(pos + HEADER_LEN as u64, &mut payload)
+                .map_err(Error::from_io)?;
+            if !h.verifies(&head_bytes, &payload) {
+                break;
+            }
+            last = h.lsn;
+            match h.kind {
+                FrameKind::Wrap => pos = FILE_HEADER_LEN,
+                FrameKind::Batch => {
+                    let changes = frame::decode_changes(&payload).map_err(|e| {
+                        corrupt(format!("frame {} passes its checksum but {e}", h.lsn))
+                    })?;
+                    frames.push((h.lsn, changes));
+                    pos = normalize(pos + size);
+                }
+            }
+        }
+        probe_for_lost_frames(io, header, allocated, last)?;
+        Ok(Recovered {
+            frames,
+            last_lsn: last,
+            head: pos,
+        })
+    }
+
+    /// Continues an existing journal after recovery (everything in it is folded).
+    pub(crate) fn resume(
+        io: Box<dyn StorageBackend>,
+        header: &FileHeader,
+        head: u64,
+        last_lsn: u64,
+    ) -> Result<Journal> {
+        let allocated = io.len().map_err(Error::from_io)?.min(header.capacity);
+        Ok(Journal {
+            io,
+            id: header.journal_id,
+            capacity: header.capacity,
+            allocated: (allocated / FRAME_ALIGN) * FRAME_ALIGN,
+            head,
+            next_lsn: last_lsn + 1,
+            spans: VecDeque::new(),
+            used: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// This journal's id, recorded with every fold.
+    pub(crate) fn id(&self) -> u128 {
+        self.id
+    }
+
+    /// Where the next frame goes.
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The last LSN handed out (appended or burnt).
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    /// Bytes of the ring holding unfolded frames.
+    pub(crate) fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Bytes of the ring.
+    pub(crate) fn area(&self) -> u64 {
+        self.capacity - FILE_HEADER_LEN
+    }
+
+    /// The largest payload a frame may carry: half the ring, so one frame can always be
+    /// appended once the ring has been folded empty.
+    pub(crate) fn max_payload(&self) -> usize {
+        usize::try_from(self.area() / 2).unwrap_or(usize::MAX) - HEADER_LEN
+    }
+
+    fn grow_to(&mut self, end: u64) -> std::io::Result<()> {
+        let end = end.min(self.capacity);
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = (end.max(self.allocated + GROWTH_CHUNK)).min(self.capacity);
+        // Extend, then write the zeros for real: blocks allocated now are overwritten in
+        // place later, so syncing an append never has to flush new file metadata.
+        self.io.set_len(target)?;
+        let zeros = vec![0u8; 1024 * 1024];
+        while self.allocated < target {
+            let n = (target - self.allocated).min(zeros.len() as u64);
+            self.io.write(self.allocated, &zeros[..n as usize])?;
+            self.allocated += n;
+        }
+        Ok(())
+    }
+
+    /// Appends one frame holding `payload` and, if `sync`, makes it durable. On success the
+    /// frame is durable (or written, without `sync`) and will be found by recovery.
+    pub(crate) fn append(&mut self, payload: &[u8], sync: bool) -> Result<Appended, AppendError> {
+        let size = frame::frame_size(payload.len());
+        let start = self.head;
+        let (pos, waste) = if start >= self.capacity {
+            (FILE_HEADER_LEN, 0)
+        } else if start + size > self.capacity {
+            (FILE_HEADER_LEN, self.capacity - start)
+        } else {
+            (start, 0)
+        };
+        if self.used + waste + size > self.area() {
+            return Err(AppendError::Full);
+        }
+        let first_lsn = self.next_lsn;
+        // Burn the LSNs now: whatever happens below, they are never handed out again.
+        self.next_lsn += if waste > 0 { 2 } else { 1 };
+        let lsn = self.next_lsn - 1;
+        let result = (|| -> std::io::Result<()> {
+            if waste > 0 {
+                self.buf.clear();
+                frame::encode_frame(FrameKind::Wrap, self.id, first_lsn, &[], &mut self.buf);
+                self.io.write(start, &self.buf)?;
+            }
+            self.grow_to(pos + size)?;
+            self.buf.clear();
+            frame::encode_frame(FrameKind::Batch, self.id, lsn, payload, &mut self.buf);
+            self.io.write(pos, &self.buf)?;
+            if sync {
+                self.io.sync_data()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            return Err(AppendError::Io(e));
+        }
+        if waste > 0 {
+            self.spans.push_back(Span {
+                lsn: first_lsn,
+                bytes: waste,
+                end: FILE_HEADER_LEN,
+            });
+        }
+        self.head = pos + size;
+        self.spans.push_back(Span {
+            lsn,
+            bytes: size,
+            end: self.head,
+        });
+        self.used += waste + size;
+        Ok(Appended {
+            lsn,
+            end: self.head,
+        })
+    }
+
+    /// Makes every appended frame durable (for appends made without `sync`).
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        self.io.sync_data()
+    }
+
+    /// Frees the ring up to and including frame `lsn`, which a fold has made durable in the
+    /// database. Returns the new tail.
+    pub(crate) fn release_through(&mut self, lsn: u64) -> Option<u64> {
+        let mut tail = None;
+        while let Some(span) = self.spans.front() {
+            if span.lsn > lsn {
+                break;
+            }
+            self.used -= span.bytes;
+            tail = Some(span.end);
+            self.spans.pop_front();
+        }
+        tail
+    }
+
+    /// Releases the file.
+    pub(crate) fn close(&self) -> std::io::Result<()> {
+        self.io.close()
+    }
+}
+
+/// Looks for an intact frame newer than `last` anywhere in the ring. Appends are strictly
+/// sequential and each is synced before the next begins, so such a frame can only exist if
+/// a frame before it — acknowledged — was damaged after the fact.
+fn probe_for_lost_frames(
+    io: &dyn StorageBackend,
+    header: &FileHeader,
+    allocated: u64,
+    last: u64,
+) -> Result<()> {
+    const CHUNK: u64 = 1024 * 1024;
+    let mut chunk = Vec::new();
+    let mut base = FILE_HEADER_LEN;
+    while base < allocated {
+        let n = (allocated - base).min(CHUNK);
+        chunk.resize(n as usize, 0);
+        io.read(base, &mut chunk).map_err(Error::from_io)?;
+        for off in (0..n).step_by(FRAME_ALIGN as usize) {
+            let at = off as usize;
+            let Some(h) = chunk.get(at..at + HEADER_LEN).and_then(frame::parse_header) else {
+                continue;
+            };
+            if h.journal_id != header.journal_id || h.lsn <= last {
+                continue;
+            }
+            let pos = base + off;
+            let end = pos + frame::frame_size(h.payload_len as usize);
+            if end > allocated {
+                continue;
+            }
+            let mut payload = vec![0u8; h.payload_len as usize];
+            io.read(pos + HEADER_LEN as u64, &mut payload)
+                .map_err(Error::from_io)?;
+            if h.verifies(&chunk[at..at + HEADER_LEN], &payload) {
+                return Err(corrupt(format!(
+                    "frame {} at offset {pos} is intact, but a frame acknowledged before it is damaged",
+                    h.lsn
+                )));
+            }
+        }
+        base += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
