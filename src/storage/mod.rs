@@ -17,8 +17,10 @@ mod redb_engine;
 mod tables;
 mod writer;
 
-pub(crate) use open::{DbFactory, OpenOptions, Opener};
+pub(crate) use open::{DbFactory, OpenOptions, Opener, corrupt_from_panic};
 pub(crate) use redb_engine::{CommitSettings, RedbEngine};
+// For the offline maintenance tools (`crate::maintenance`), which read the tables directly.
+pub(crate) use tables::{EXPIRY, RECORDS, index_key, split_index_key};
 
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);
