@@ -50,8 +50,9 @@ pub const MAX_LISTED_PROBLEMS: usize = 100;
 pub enum PageCheck {
     /// Every page checksum matched and the allocator state was consistent.
     Clean,
-    /// The check failed, but redb repaired the file (it rolled back to the last consistent
-    /// commit or rebuilt its allocator state). The records read afterwards are what survived.
+    /// The file needed repair — after an unclean shutdown (a crash, a killed process), or
+    /// damage the check found — and redb repaired it to its last consistent commit. The
+    /// file is sound now; the records read afterwards are what that commit holds.
     Repaired,
 }
 
@@ -120,9 +121,10 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// Whether the file is sound: clean pages and no problem in the records or the index.
+    /// Whether the file is sound: no problem in the records or the index (pages that redb
+    /// repaired are sound again).
     pub fn is_healthy(&self) -> bool {
-        self.pages == PageCheck::Clean && self.problem_count == 0
+        self.problem_count == 0
     }
 
     fn add(&mut self, kind: ProblemKind, detail: String) {
@@ -163,19 +165,21 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Checks the store file at `path`: every page checksum (redb's integrity check, which
-/// repairs what it can), then every record (it must decode and carry a framed key) and the
+/// repairs what it can, as any open after a crash does), then every record (it must decode and carry a framed key) and the
 /// expiry index (each entry must match its record, and each expiring record must be indexed).
 ///
 /// A file damaged beyond repair is `Err(`[`Error::Corrupt`]`)`; problems found in a readable
 /// file are listed in the report.
 pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
     let path = path.as_ref();
-    let mut db = opener(path, false).open()?;
-    let pages = guarded(|| match db.check_integrity() {
-        Ok(true) => Ok(PageCheck::Clean),
-        Ok(false) => Ok(PageCheck::Repaired),
-        Err(e) => Err(Error::from_redb(e)),
-    })?;
+    // Opening with verification runs redb's full check (and repair) before anything reads
+    // the trees, so damaged pages are reported, never tripped over.
+    let (db, repaired) = opener(path, true).open_reporting_repair()?;
+    let pages = if repaired {
+        PageCheck::Repaired
+    } else {
+        PageCheck::Clean
+    };
     let mut report = CheckReport {
         path: path.to_owned(),
         pages,

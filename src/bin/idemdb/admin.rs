@@ -106,14 +106,17 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
         }
         output::print(&text)?;
     }
+    if report.pages == PageCheck::Repaired {
+        eprintln!(
+            "idemdb: the file needed repair (after an unclean shutdown, or damage) and was repaired to its last consistent commit"
+        );
+    }
     if report.is_healthy() {
         return Ok(0);
     }
-    let what = match report.pages {
-        PageCheck::Repaired => {
-            "the file was damaged; redb repaired it to its last consistent state".to_owned()
-        }
-        PageCheck::Clean => format!("{} problems found", report.problem_count),
-    };
-    Err(CliError::Unhealthy(format!("{}: {what}", path.display())))
+    Err(CliError::Unhealthy(format!(
+        "{}: {} problems found",
+        path.display(),
+        report.problem_count
+    )))
 }

@@ -466,10 +466,9 @@ fn warn_if_cut(result: &RunResult, reporter: &Reporter, what: &str) {
             reporter.warn(
                 "output_cut",
                 &format!(
-                    "COMMAND wrote {} to {name}; only the first {} were {what} (a run records at most {} of output)",
-                    output::bytes(stream.total),
-                    output::bytes(stream.bytes.len() as u64),
-                    output::bytes(OUTPUT_BUDGET as u64)
+                    "COMMAND wrote {} bytes to {name}; only the first {} were {what} (a run records at most {OUTPUT_BUDGET} bytes of output, stdout and stderr together)",
+                    stream.total,
+                    stream.bytes.len(),
                 ),
                 json!({
                     "stream": name,
