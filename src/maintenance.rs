@@ -45,17 +45,6 @@ const CACHE_SIZE: usize = 64 * 1024 * 1024;
 /// How many problems a [`CheckReport`] lists; it counts all of them.
 pub const MAX_LISTED_PROBLEMS: usize = 100;
 
-/// What the storage engine's own check found in the file's pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageCheck {
-    /// Every page checksum matched and the allocator state was consistent.
-    Clean,
-    /// The file needed repair — after an unclean shutdown (a crash, a killed process), or
-    /// damage the check found — and redb repaired it to its last consistent commit. The
-    /// file is sound now; the records read afterwards are what that commit holds.
-    Repaired,
-}
-
 /// A kind of problem [`check`] can find above the page level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -108,8 +97,6 @@ pub struct Problem {
 pub struct CheckReport {
     /// The file checked.
     pub path: PathBuf,
-    /// The page-level verdict.
-    pub pages: PageCheck,
     /// Records read (expired ones included).
     pub records: u64,
     /// Expiry-index entries read.
@@ -121,8 +108,8 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// Whether the file is sound: no problem in the records or the index (pages that redb
-    /// repaired are sound again).
+    /// Whether the file is sound: its pages verified (or [`check`] would have failed), and
+    /// no problem in the records or the index.
     pub fn is_healthy(&self) -> bool {
         self.problem_count == 0
     }
@@ -164,25 +151,20 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
 }
 
-/// Checks the store file at `path`: every page checksum (redb's integrity check, which
-/// repairs what it can, as any open after a crash does), then every record (it must decode and carry a framed key) and the
+/// Checks the store file at `path`: every page checksum (redb's integrity check; what a
+/// crash left unfinished is rolled back, as on any open), then every record (it must decode and carry a framed key) and the
 /// expiry index (each entry must match its record, and each expiring record must be indexed).
 ///
 /// A file damaged beyond repair is `Err(`[`Error::Corrupt`]`)`; problems found in a readable
 /// file are listed in the report.
 pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
     let path = path.as_ref();
-    // Opening with verification runs redb's full check (and repair) before anything reads
-    // the trees, so damaged pages are reported, never tripped over.
-    let (db, repaired) = opener(path, true).open_reporting_repair()?;
-    let pages = if repaired {
-        PageCheck::Repaired
-    } else {
-        PageCheck::Clean
-    };
+    // Opening with verification runs redb's full check (and the repair any open after a
+    // crash does) before anything reads the trees, so damaged pages are a typed error,
+    // never tripped over.
+    let db = opener(path, true).open()?;
     let mut report = CheckReport {
         path: path.to_owned(),
-        pages,
         records: 0,
         index_entries: 0,
         problem_count: 0,

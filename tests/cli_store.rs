@@ -114,6 +114,44 @@ fn operator_commands_never_create_a_store() {
 }
 
 #[test]
+fn without_db_or_idemdb_path_the_store_lives_in_the_state_directory() {
+    let env = Env::new();
+    let state = env.path("state");
+    let home = env.path("home");
+    env.cmd()
+        .env_remove("IDEMDB_PATH")
+        .env("XDG_STATE_HOME", &state)
+        .env("HOME", &home)
+        .args(["run", "--key", "k", "--"])
+        .args(JOB)
+        .assert()
+        .success();
+    assert!(state.join("idemdb").join("store.idemdb").is_file());
+    env.cmd()
+        .env_remove("IDEMDB_PATH")
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", &home)
+        .args(["run", "--key", "k", "--"])
+        .args(JOB)
+        .assert()
+        .success();
+    assert!(
+        home.join(".local/state/idemdb/store.idemdb").is_file(),
+        "without XDG_STATE_HOME: ~/.local/state"
+    );
+    assert_eq!(env.count_lines("side"), 2, "two stores, one run each");
+    env.cmd()
+        .env_remove("IDEMDB_PATH")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("HOME")
+        .args(["run", "--key", "k", "--"])
+        .args(JOB)
+        .assert()
+        .code(INVALID_INPUT)
+        .stderr(predicate::str::contains("--db"));
+}
+
+#[test]
 fn a_store_held_by_another_process_is_retried_then_reported() {
     let env = Env::new();
     env.cmd()

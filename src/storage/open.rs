@@ -5,7 +5,6 @@ use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{DatabaseError, StorageError};
 
@@ -62,24 +61,6 @@ impl Opener {
 
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open(&self) -> Result<redb::Database> {
-        self.open_configured(|_| {})
-    }
-
-    /// Like [`open`](Self::open), also telling whether redb had to repair the file while
-    /// opening it (after an unclean shutdown, or damage its integrity check found).
-    pub(crate) fn open_reporting_repair(&self) -> Result<(redb::Database, bool)> {
-        let repaired = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&repaired);
-        let db = self.open_configured(move |builder| {
-            builder.set_repair_callback(move |_| flag.store(true, Ordering::SeqCst));
-        })?;
-        Ok((db, repaired.load(Ordering::SeqCst)))
-    }
-
-    fn open_configured(
-        &self,
-        configure: impl FnOnce(&mut redb::Builder),
-    ) -> Result<redb::Database> {
         if self.backend.is_none() {
             precheck_file(&self.path, self.options.create)?;
         }
@@ -87,7 +68,6 @@ impl Opener {
         builder
             .set_cache_size(self.options.cache_size)
             .set_check_integrity_on_open(self.options.verify);
-        configure(&mut builder);
         // redb can panic on some damaged files (its integrity check prevents that, but it is
         // optional); a panic while opening is reported as corruption instead of unwinding
         // into the caller.

@@ -1,6 +1,6 @@
 //! Changing or maintaining a store: `rm`, `sweep`, `compact` and `check`.
 
-use idemdb::maintenance::{self, PageCheck};
+use idemdb::maintenance;
 use serde_json::json;
 
 use crate::args::{Global, KeyArgs};
@@ -68,10 +68,6 @@ pub fn compact(global: &Global) -> Result<u8, CliError> {
 /// `idemdb check`: exit status 0 when the store is sound, 75 when it is not.
 pub fn check(global: &Global) -> Result<u8, CliError> {
     let (path, report) = with_file(global, |path| maintenance::check(path))?;
-    let pages = match report.pages {
-        PageCheck::Clean => "clean",
-        PageCheck::Repaired => "repaired",
-    };
     if global.json {
         let problems: Vec<_> = report
             .problems
@@ -81,7 +77,7 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
         output::print_json(&json!({
             "path": path.display().to_string(),
             "healthy": report.is_healthy(),
-            "pages": pages,
+            "pages": "verified",
             "records": report.records,
             "index_entries": report.index_entries,
             "problem_count": report.problem_count,
@@ -89,7 +85,7 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
         }))?;
     } else {
         let mut text = format!(
-            "{}: pages {pages}, {} records, {} expiry-index entries, {} problems\n",
+            "{}: pages verified, {} records, {} expiry-index entries, {} problems\n",
             path.display(),
             report.records,
             report.index_entries,
@@ -105,11 +101,6 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
             ));
         }
         output::print(&text)?;
-    }
-    if report.pages == PageCheck::Repaired {
-        eprintln!(
-            "idemdb: the file needed repair (after an unclean shutdown, or damage) and was repaired to its last consistent commit"
-        );
     }
     if report.is_healthy() {
         return Ok(0);

@@ -33,7 +33,8 @@ pub const COMMAND_NOT_FOUND: u8 = 127;
 pub const HELP_TABLE: &str = "\
 Exit status:
   0-255  `run`: COMMAND's own exit status, first run or replay (128+N if it was killed
-         by signal N); other commands: 0 on success
+         by signal N, or if idemdb itself was interrupted by signal N); other commands:
+         0 on success
   70     conflict: the key was used with a different command line
   71     in progress: another run holds the key (--no-wait, or --wait ran out)
   72     abandoned: an earlier run vanished without a result (--on-abandoned fail)
