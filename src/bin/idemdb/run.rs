@@ -348,7 +348,7 @@ fn execute(
         reporter.warn(
             "interrupted",
             &format!(
-                "interrupted by {}: forwarded to COMMAND, which ended with {}; key {key:?} {outcome}: the next run follows --on-abandoned",
+                "interrupted by {}: forwarded to COMMAND ({}); key {key:?} {outcome}: the next run follows --on-abandoned",
                 signals::name(signal),
                 result.status
             ),
