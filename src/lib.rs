@@ -71,6 +71,7 @@
 //! | `inflight` | the lock-striped map where same-key callers wait |
 //! | `sweeper` | deletion of expired records |
 //! | `store`, `claim`, `run` | the public façade |
+//! | [`maintenance`] | offline integrity check and compaction of a store file |
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -84,6 +85,7 @@ mod error;
 mod fingerprint;
 mod inflight;
 mod key;
+pub mod maintenance;
 mod record;
 mod run;
 mod scan;
@@ -110,6 +112,7 @@ pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
 pub use run::{RunError, RunOutcome};
 pub use scan::{Scan, ScanEntry};
 pub use stats::{StateCounts, Stats};
+pub use storage::journal::file::journal_path;
 pub use store::Store;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

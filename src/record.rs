@@ -161,6 +161,16 @@ impl Record {
         self
     }
 
+    /// Marks an in-flight record as abandoned by its holder at `at` (as an import tool
+    /// re-creates an exported abandoned claim); `None` clears the mark. No effect on a
+    /// completed record.
+    pub fn with_abandoned_at(mut self, at: Option<Timestamp>) -> Record {
+        if let RecordState::InFlight(flight) = &mut self.state {
+            flight.abandoned_at = at;
+        }
+        self
+    }
+
     /// The request's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint

@@ -22,7 +22,9 @@ mod tables;
 mod writer;
 
 pub(crate) use engine::{CommitSettings, JournaledEngine};
-pub(crate) use open::{BackendFactory, OpenOptions, Opener};
+pub(crate) use open::{BackendFactory, OpenOptions, Opener, corrupt_from_panic};
+// For the offline maintenance tools (`crate::maintenance`), which read the tables directly.
+pub(crate) use tables::{EXPIRY, RECORDS, index_key, split_index_key};
 
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);

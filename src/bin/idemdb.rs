@@ -1,0 +1,92 @@
+//! `idemdb`: durable "at most once" for scripts, cron jobs and operators.
+//!
+//! `idemdb run --key KEY -- COMMAND` runs COMMAND at most once per key and replays its
+//! recorded result to every retry; the operator commands (`get`, `ls`, `rm`, `stats`,
+//! `sweep`, `compact`, `check`, `export`, `import`) look inside a store. `idemdb --help`
+//! lists everything, including the exit codes.
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+// The crate root is src/bin/idemdb.rs, so its modules (in src/bin/idemdb/) are named by path.
+
+#[path = "idemdb/admin.rs"]
+mod admin;
+#[path = "idemdb/args.rs"]
+mod args;
+#[path = "idemdb/capture.rs"]
+mod capture;
+#[path = "idemdb/exit.rs"]
+mod exit;
+#[path = "idemdb/inspect.rs"]
+mod inspect;
+#[path = "idemdb/open.rs"]
+mod open;
+#[path = "idemdb/output.rs"]
+mod output;
+#[path = "idemdb/owner.rs"]
+mod owner;
+#[path = "idemdb/records.rs"]
+mod records;
+#[path = "idemdb/response.rs"]
+mod response;
+#[path = "idemdb/run.rs"]
+mod run;
+#[path = "idemdb/signals.rs"]
+mod signals;
+#[path = "idemdb/transfer.rs"]
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::args::{Cli, Command};
+use crate::exit::CliError;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version print to stdout and succeed; every other parse error is
+            // invalid input, with clap's own message on stderr.
+            let code = match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => exit::INVALID_INPUT,
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let json = cli.global.json;
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            // A reader that went away (`idemdb ls | head`) needs no message.
+            let broken_pipe = matches!(
+                &error,
+                CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe
+            );
+            if !broken_pipe {
+                output::report_error(json, &error);
+            }
+            ExitCode::from(error.code())
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Run(args) => run::run(global, args),
+        Command::Get(args) => inspect::get(global, args),
+        Command::Ls(args) => inspect::ls(global, args),
+        Command::Rm(args) => admin::rm(global, args),
+        Command::Stats => inspect::stats(global),
+        Command::Sweep => admin::sweep(global),
+        Command::Compact => admin::compact(global),
+        Command::Check => admin::check(global),
+        Command::Export(args) => transfer::export(global, args),
+        Command::Import(args) => transfer::import(global, args),
+    }
+}

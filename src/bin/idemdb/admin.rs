@@ -1,0 +1,113 @@
+//! Changing or maintaining a store: `rm`, `sweep`, `compact` and `check`.
+
+use idemdb::maintenance;
+use serde_json::json;
+
+use crate::args::{Global, KeyArgs};
+use crate::exit::CliError;
+use crate::open::{Access, open_store, with_file};
+use crate::output;
+use crate::run::text;
+
+/// `idemdb rm`.
+pub fn rm(global: &Global, args: KeyArgs) -> Result<u8, CliError> {
+    let scope = text(args.scope, "scope")?;
+    let key = text(args.key, "key")?;
+    let store = open_store(global, Access::Existing, None)?;
+    let deleted = store.delete(&scope, &key);
+    store.close()?;
+    if !deleted? {
+        return Err(CliError::NotFound(format!(
+            "no record for key {key:?} in scope {scope:?}"
+        )));
+    }
+    if global.json {
+        output::print_json(&json!({ "scope": scope, "key": key, "deleted": true }))?;
+    } else {
+        output::print(&format!("deleted key {key:?} in scope {scope:?}\n"))?;
+    }
+    Ok(0)
+}
+
+/// `idemdb sweep`.
+pub fn sweep(global: &Global) -> Result<u8, CliError> {
+    let store = open_store(global, Access::Existing, None)?;
+    let swept = store.sweep_now();
+    store.close()?;
+    let deleted = swept?;
+    if global.json {
+        output::print_json(&json!({ "deleted": deleted }))?;
+    } else {
+        output::print(&format!("deleted {deleted} expired records\n"))?;
+    }
+    Ok(0)
+}
+
+/// `idemdb compact`.
+pub fn compact(global: &Global) -> Result<u8, CliError> {
+    let (path, report) = with_file(global, |path| maintenance::compact(path))?;
+    if global.json {
+        output::print_json(&json!({
+            "path": path.display().to_string(),
+            "size_before": report.size_before,
+            "size_after": report.size_after,
+            "passes": report.passes,
+        }))?;
+    } else {
+        output::print(&format!(
+            "{}: {} -> {} ({} freed)\n",
+            path.display(),
+            output::bytes(report.size_before),
+            output::bytes(report.size_after),
+            output::bytes(report.size_before.saturating_sub(report.size_after))
+        ))?;
+    }
+    Ok(0)
+}
+
+/// `idemdb check`: exit status 0 when the store is sound, 75 when it is not.
+pub fn check(global: &Global) -> Result<u8, CliError> {
+    let (path, report) = with_file(global, |path| maintenance::check(path))?;
+    if global.json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| json!({ "kind": p.kind.as_str(), "detail": p.detail }))
+            .collect();
+        output::print_json(&json!({
+            "path": path.display().to_string(),
+            "healthy": report.is_healthy(),
+            "pages": "verified",
+            "records": report.records,
+            "index_entries": report.index_entries,
+            "problem_count": report.problem_count,
+            "problems": problems,
+        }))?;
+    } else {
+        let mut text = format!(
+            "{}: pages verified, {} records, {} expiry-index entries, {} problems\n",
+            path.display(),
+            report.records,
+            report.index_entries,
+            report.problem_count
+        );
+        for p in &report.problems {
+            text.push_str(&format!("  {}: {}\n", p.kind, p.detail));
+        }
+        if report.problem_count > report.problems.len() as u64 {
+            text.push_str(&format!(
+                "  … and {} more\n",
+                report.problem_count - report.problems.len() as u64
+            ));
+        }
+        output::print(&text)?;
+    }
+    if report.is_healthy() {
+        return Ok(0);
+    }
+    Err(CliError::Unhealthy(format!(
+        "{}: {} problems found",
+        path.display(),
+        report.problem_count
+    )))
+}

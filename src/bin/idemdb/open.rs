@@ -1,0 +1,204 @@
+//! Finding the store file and opening it, retrying while another process holds it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use idemdb::{Durability, Store};
+
+use crate::args::Global;
+use crate::exit::CliError;
+use crate::signals::Interrupts;
+
+/// The file name of the default store, inside the state directory.
+const DEFAULT_FILE: &str = "store.idemdb";
+
+/// Where the store lives: `--db`, else `IDEMDB_PATH` (clap reads both into `db`), else
+/// `$XDG_STATE_HOME/idemdb/store.idemdb`, else `$HOME/.local/state/idemdb/store.idemdb`.
+/// The flag says whether it is the default location (whose directory may be created).
+pub fn store_path(global: &Global) -> Result<(PathBuf, bool), CliError> {
+    if let Some(path) = &global.db {
+        if path.as_os_str().is_empty() {
+            return Err(CliError::Invalid("the store path is empty".to_owned()));
+        }
+        return Ok((path.clone(), false));
+    }
+    let state_home = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|home| home.join(".local").join("state"))
+        })
+        .ok_or_else(|| {
+            CliError::Invalid(
+                "no store given: pass --db FILE or set IDEMDB_PATH (neither XDG_STATE_HOME nor HOME is set for the default)"
+                    .to_owned(),
+            )
+        })?;
+    Ok((state_home.join("idemdb").join(DEFAULT_FILE), true))
+}
+
+/// How a command uses the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `run` and `import`: a missing store is created.
+    Create,
+    /// Operator commands: a missing store is an error, never created.
+    Existing,
+    /// `import`: created if missing, and commits are synced once at the end (a crash loses
+    /// the import, which is then run again, never half of an acknowledged run).
+    Bulk,
+}
+
+/// Opens the store, retrying with back-off while another process holds it, for up to
+/// `global.lock_wait`. With `interrupts`, a signal ends the waiting.
+pub fn open_store(
+    global: &Global,
+    access: Access,
+    interrupts: Option<&Interrupts>,
+) -> Result<Store, CliError> {
+    let (path, is_default) = store_path(global)?;
+    if is_default
+        && access != Access::Existing
+        && let Some(dir) = path.parent()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::io(format!("creating the store directory {}", dir.display()), e)
+        })?;
+    }
+    let started = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    loop {
+        match builder(access).open(&path) {
+            Ok(store) => return Ok(store),
+            Err(idemdb::Error::Locked { .. }) => {
+                let waited = started.elapsed();
+                if waited >= global.lock_wait {
+                    return Err(CliError::Locked { path, waited });
+                }
+                let pause = backoff.next().min(global.lock_wait - waited);
+                sleep_unless_interrupted(pause, interrupts)?;
+            }
+            Err(idemdb::Error::Missing { path }) => return Err(missing(&path)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs an offline maintenance step on the store file (which needs the file to itself),
+/// retrying like [`open_store`] while another process holds it.
+pub fn with_file<T>(
+    global: &Global,
+    step: impl Fn(&Path) -> idemdb::Result<T>,
+) -> Result<(PathBuf, T), CliError> {
+    let (path, _) = store_path(global)?;
+    let started = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    loop {
+        match step(&path) {
+            Ok(value) => return Ok((path, value)),
+            Err(idemdb::Error::Locked { .. }) => {
+                let waited = started.elapsed();
+                if waited >= global.lock_wait {
+                    return Err(CliError::Locked { path, waited });
+                }
+                std::thread::sleep(backoff.next().min(global.lock_wait - waited));
+            }
+            Err(idemdb::Error::Missing { path }) => return Err(missing(&path)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn missing(path: &Path) -> CliError {
+    CliError::NotFound(format!(
+        "{}: no store exists at this path (`idemdb run` or `idemdb import` creates one)",
+        path.display()
+    ))
+}
+
+fn builder(access: Access) -> idemdb::StoreBuilder {
+    // A command-line process is short-lived: no background sweeper (`run` sweeps when it
+    // records a result, `sweep` on request). Expired records count as absent regardless.
+    let builder = Store::builder().sweep_interval(None);
+    match access {
+        Access::Create => builder,
+        Access::Existing => builder.create_if_missing(false),
+        Access::Bulk => builder.durability(Durability::None),
+    }
+}
+
+/// Sleeps for `pause`, in slices, returning early with [`CliError::Interrupted`] when a
+/// signal arrives.
+pub fn sleep_unless_interrupted(
+    pause: Duration,
+    interrupts: Option<&Interrupts>,
+) -> Result<(), CliError> {
+    let until = Instant::now() + pause;
+    loop {
+        if let Some(signal) = interrupts.and_then(Interrupts::received) {
+            return Err(CliError::Interrupted(signal));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Exponential back-off with jitter, so processes that collide once do not keep colliding.
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubling up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Backoff {
+            next: first,
+            max,
+            seed: u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1,
+        }
+    }
+
+    /// The next pause: the current step plus up to half of it at random.
+    pub fn next(&mut self) -> Duration {
+        // xorshift: cheap, and different in every process.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let step = self.next;
+        let half = u64::try_from(step.as_micros() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let jitter = Duration::from_micros(self.seed % half);
+        self.next = (step * 2).min(self.max);
+        step + jitter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
+        let first = b.next();
+        assert!(first >= Duration::from_millis(10) && first < Duration::from_millis(15));
+        for _ in 0..10 {
+            b.next();
+        }
+        let late = b.next();
+        assert!(late >= Duration::from_millis(100) && late < Duration::from_millis(150));
+    }
+}
