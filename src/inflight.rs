@@ -10,13 +10,12 @@
 //! wait ran out) can never execute a key that another claim holds.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::fingerprint::Fingerprint;
+use crate::sync::{Condvar, KeyHasher, Mutex};
 
 const STRIPES: usize = 64;
 
@@ -25,7 +24,7 @@ type Stripe = Mutex<HashMap<Vec<u8>, Arc<Slot>>>;
 /// The stripes of the map.
 pub(crate) struct InflightMap {
     stripes: Box<[Stripe]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
 }
 
 struct Slot {
@@ -60,7 +59,7 @@ impl InflightMap {
     pub(crate) fn new() -> InflightMap {
         InflightMap {
             stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::default(),
         }
     }
 
@@ -169,7 +168,11 @@ pub(crate) fn deadline_after(wait: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
-#[cfg(test)]
+#[cfg(all(test, shuttle))]
+mod shuttle_tests;
+
+// These use real threads; under `--cfg shuttle` the map's locks are shuttle's.
+#[cfg(all(test, not(shuttle)))]
 mod tests {
     use super::*;
 

@@ -93,6 +93,7 @@ mod stats;
 mod storage;
 mod store;
 mod sweeper;
+mod sync;
 mod time;
 
 pub use begin::{Begin, BeginOptions, Retention};

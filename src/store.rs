@@ -93,6 +93,15 @@ impl Store {
             Arc::clone(&settings.clock),
             commit,
         )?);
+        Store::on_engine(engine, opener, settings)
+    }
+
+    /// A store over an open engine: the journaled one, or a model of storage in tests.
+    pub(crate) fn on_engine(
+        engine: Arc<dyn Engine>,
+        opener: Opener,
+        settings: Settings,
+    ) -> Result<Store> {
         let counters = Arc::new(Counters::default());
         let sweeper = match settings.sweep_interval {
             Some(interval) => Some(
