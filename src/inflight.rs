@@ -2,12 +2,18 @@
 //! behind one another instead of all going to the writer.
 //!
 //! The map is split into stripes, each a small hash map under its own mutex, so unrelated
-//! keys rarely contend. Each key in flight has a slot with its own condition variable, so a
-//! holder finishing wakes only the waiters of its own key.
+//! keys rarely contend. Each caller in this process that asks the writer for a key's claim,
+//! or holds it, has a slot with its own condition variable, so a holder finishing wakes only
+//! the waiters of its own key.
+//!
+//! A key usually has one slot. A caller whose wait ran out, or that found the key held for
+//! another request, asks the writer too, with a slot of its own on top of the others: so
+//! whoever holds the claim in this process always has a slot in the map, and a caller coming
+//! next waits for it (on the newest slot) instead of being told "in progress".
 //!
 //! The map is an optimisation of waiting, not the source of exclusivity: the writer decides
-//! every claim against the durable record, so even a caller that bypasses the map (after its
-//! wait ran out) can never execute a key that another claim holds.
+//! every claim against the durable record, so two callers asking at once can never both
+//! execute a key.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -19,7 +25,8 @@ use crate::sync::{Condvar, KeyHasher, Mutex};
 
 const STRIPES: usize = 64;
 
-type Stripe = Mutex<HashMap<Vec<u8>, Arc<Slot>>>;
+/// Each key's slots, oldest first.
+type Stripe = Mutex<HashMap<Vec<u8>, Vec<Arc<Slot>>>>;
 
 /// The stripes of the map.
 pub(crate) struct InflightMap {
@@ -42,17 +49,17 @@ enum SlotState {
     Done,
 }
 
-/// What [`InflightMap::enter`] found.
+/// What [`InflightMap::enter`] found. With a slot, ask the writer for the claim, and hold the
+/// guard while claiming (and, if the claim succeeds, until the claim ends).
 pub(crate) enum Entry {
-    /// No one in this process is working on the key: go ahead, and hold this guard while
-    /// claiming (and, if the claim succeeds, until the claim ends).
+    /// No one in this process is working on the key.
     Vacant(SlotGuard),
     /// A caller in this process holds the key for a different request.
-    HeldForOtherRequest,
+    HeldForOtherRequest(SlotGuard),
+    /// The wait ran out while another caller still held the key.
+    TimedOut(SlotGuard),
     /// The caller that held the key is done: look again.
     Released,
-    /// The wait ran out while another caller still held the key.
-    TimedOut,
 }
 
 impl InflightMap {
@@ -68,8 +75,8 @@ impl InflightMap {
         &self.stripes[index]
     }
 
-    /// Takes the key's slot if it is free; otherwise waits, until `deadline` at the latest,
-    /// for the caller holding it to finish.
+    /// Takes a slot for the key if no one here is working on it; otherwise waits, until
+    /// `deadline` at the latest, for the newest caller working on it to finish.
     pub(crate) fn enter(
         self: &Arc<Self>,
         key: &[u8],
@@ -78,39 +85,57 @@ impl InflightMap {
     ) -> Entry {
         let slot = {
             let mut stripe = self.stripe(key).lock();
-            match stripe.get(key) {
-                Some(slot) => Arc::clone(slot),
-                None => {
-                    let slot = Arc::new(Slot {
-                        state: Mutex::new(SlotState::Claiming),
-                        changed: Condvar::new(),
-                    });
-                    stripe.insert(key.to_vec(), Arc::clone(&slot));
-                    return Entry::Vacant(SlotGuard {
-                        map: Arc::clone(self),
-                        key: key.to_vec(),
-                        slot,
-                    });
-                }
+            match stripe.get(key).and_then(|slots| slots.last()) {
+                Some(newest) => Arc::clone(newest),
+                None => return Entry::Vacant(self.push(&mut stripe, key)),
             }
         };
         // The stripe is unlocked while waiting: other keys of the stripe are not held up.
         let mut state = slot.state.lock();
-        loop {
+        let held_for_other = loop {
             match *state {
                 SlotState::Done => return Entry::Released,
-                SlotState::Held(held) if held != fingerprint => {
-                    return Entry::HeldForOtherRequest;
-                }
+                SlotState::Held(held) if held != fingerprint => break true,
                 SlotState::Held(_) | SlotState::Claiming => {}
             }
             if slot.changed.wait_until(&mut state, deadline).timed_out() {
-                return match *state {
-                    SlotState::Done => Entry::Released,
-                    SlotState::Held(held) if held != fingerprint => Entry::HeldForOtherRequest,
-                    _ => Entry::TimedOut,
-                };
+                match *state {
+                    SlotState::Done => return Entry::Released,
+                    SlotState::Held(held) => break held != fingerprint,
+                    SlotState::Claiming => break false,
+                }
             }
+        };
+        drop(state);
+        // This caller asks the writer too, and whoever comes next waits for its answer.
+        let guard = self.push(&mut self.stripe(key).lock(), key);
+        if held_for_other {
+            Entry::HeldForOtherRequest(guard)
+        } else {
+            Entry::TimedOut(guard)
+        }
+    }
+
+    /// Adds a slot for `key` on top of its others (if any), in its locked stripe.
+    fn push(
+        self: &Arc<Self>,
+        stripe: &mut HashMap<Vec<u8>, Vec<Arc<Slot>>>,
+        key: &[u8],
+    ) -> SlotGuard {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Claiming),
+            changed: Condvar::new(),
+        });
+        match stripe.get_mut(key) {
+            Some(slots) => slots.push(Arc::clone(&slot)),
+            None => {
+                stripe.insert(key.to_vec(), vec![Arc::clone(&slot)]);
+            }
+        }
+        SlotGuard {
+            map: Arc::clone(self),
+            key: key.to_vec(),
+            slot,
         }
     }
 
@@ -128,6 +153,14 @@ pub(crate) struct SlotGuard {
 }
 
 impl SlotGuard {
+    /// Whether another caller in this process is asking for, or holds, the key too.
+    pub(crate) fn others_at_work(&self) -> bool {
+        let stripe = self.map.stripe(&self.key).lock();
+        stripe
+            .get(&self.key)
+            .is_some_and(|slots| slots.iter().any(|s| !Arc::ptr_eq(s, &self.slot)))
+    }
+
     /// The claim is durable: waiters with another fingerprint can stop waiting (conflict).
     pub(crate) fn hold(&self, fingerprint: Fingerprint) {
         let mut state = self.slot.state.lock();
@@ -139,14 +172,14 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         // Unmap first, then mark done: a waiter that wakes and looks again either finds the
-        // key free or a newer slot, never this one.
+        // key free or another slot, never this one.
         {
             let mut stripe = self.map.stripe(&self.key).lock();
-            if stripe
-                .get(&self.key)
-                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
-            {
-                stripe.remove(&self.key);
+            if let Some(slots) = stripe.get_mut(&self.key) {
+                slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
+                if slots.is_empty() {
+                    stripe.remove(&self.key);
+                }
             }
         }
         let mut state = self.slot.state.lock();
@@ -186,14 +219,21 @@ mod tests {
             panic!("first caller enters")
         };
         guard.hold(A);
-        assert!(matches!(
-            map.enter(b"k", A, Instant::now()),
-            Entry::TimedOut
-        ));
+        // A caller that does not wait, or has another request, asks the writer too, with a
+        // slot of its own (on top: the next caller waits for that one).
         assert!(matches!(
             map.enter(b"k", B, Instant::now()),
-            Entry::HeldForOtherRequest
+            Entry::HeldForOtherRequest(_)
         ));
+        let Entry::TimedOut(timed_out) = map.enter(b"k", A, Instant::now()) else {
+            panic!("the wait runs out")
+        };
+        assert!(matches!(
+            map.enter(b"k", A, Instant::now()),
+            Entry::TimedOut(_)
+        ));
+        drop(timed_out);
+        assert_eq!(map.len(), 1);
         let waiter = {
             let map = Arc::clone(&map);
             std::thread::spawn(move || {
@@ -211,6 +251,50 @@ mod tests {
             map.enter(b"k", A, Instant::now()),
             Entry::Vacant(_)
         ));
+    }
+
+    /// A caller whose wait ran out and that then took the key over (the holder's lease had
+    /// ended) is in the map like any executor: a caller that comes next waits for it and
+    /// replays its response, instead of being told in-progress at once. (Found by the
+    /// shuttle model of the protocol: `long_waiter_never_in_progress`.)
+    #[test]
+    fn a_caller_that_waited_out_and_executes_is_waited_for() {
+        use crate::{Begin, BeginOptions, ManualClock, Store, Timestamp};
+
+        let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+        let store = Store::builder()
+            .clock(clock.clone())
+            .lease(Duration::from_secs(1))
+            .sweep_interval(None)
+            .open_in_memory()
+            .expect("open");
+        let Begin::Execute(stale) = store.begin("s", "k", A).expect("begin") else {
+            panic!("the first caller executes")
+        };
+        // The holder outlives its lease; a caller that does not wait takes the key over.
+        clock.advance(Duration::from_secs(2));
+        let no_wait = BeginOptions::new().wait(Duration::ZERO);
+        let Begin::Execute(claim) = store.begin_with("s", "k", A, &no_wait).expect("begin") else {
+            panic!("the lease ended: take over")
+        };
+        assert!(claim.is_recovery());
+        // The stale holder finds its claim lost.
+        assert!(stale.complete(b"stale").is_err());
+
+        let waiter = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let wait = BeginOptions::new().wait(Duration::from_secs(30));
+                match store.begin_with("s", "k", A, &wait).expect("begin") {
+                    Begin::Replay(r) => r.response,
+                    other => panic!("the waiter got {}", other.kind()),
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        claim.complete(b"done").expect("complete");
+        assert_eq!(waiter.join().expect("waiter thread"), b"done");
+        store.close().expect("close");
     }
 
     #[test]

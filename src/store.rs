@@ -169,19 +169,23 @@ impl Store {
             if let Some(answer) = inner.answer_from_read(&storage_key, &spec)? {
                 return self.finish_begin(answer, &storage_key, fingerprint, None);
             }
-            let slot = match inner.inflight.enter(&storage_key, fingerprint, deadline) {
-                Entry::Vacant(slot) => Some(slot),
+            let (slot, vacant) = match inner.inflight.enter(&storage_key, fingerprint, deadline) {
                 Entry::Released => continue,
-                // The writer decides against the durable record, so asking it without a slot
-                // is always safe; it answers in-progress or conflict with the holder's details.
-                Entry::HeldForOtherRequest | Entry::TimedOut => None,
+                Entry::Vacant(slot) => (slot, true),
+                // With another caller here at work on the key, the writer decides against the
+                // durable record all the same: in-progress or conflict with the holder's details.
+                Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) => (slot, false),
             };
-            let mut spec = spec;
+            let mut spec = spec.clone();
             spec.claim = inner.next_claim_id();
             let outcome = inner
                 .engine
                 .apply_one(storage_key.clone(), Operation::Claim(spec))?;
-            return self.finish_begin(outcome, &storage_key, fingerprint, slot);
+            // A caller here whose wait ran out asked at the same time and won: wait for it.
+            if vacant && matches!(outcome, Outcome::InProgress(_)) && slot.others_at_work() {
+                continue;
+            }
+            return self.finish_begin(outcome, &storage_key, fingerprint, Some(slot));
         }
     }
 
