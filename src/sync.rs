@@ -6,7 +6,9 @@
 //! in-flight protocol runs unchanged under shuttle's schedulers (see
 //! `inflight/shuttle_tests.rs`). The switch is a `--cfg`, not a cargo feature, so
 //! `--all-features` never changes the primitives; and it needs `test` too, so a library
-//! built under the cfg for anything but its own unit tests is the normal one.
+//! built under the cfg for anything but its own unit tests is the normal one. Under the cfg,
+//! run only `shuttle_tests` (as `.ci/run` does): the other unit tests use real threads, which
+//! shuttle's primitives do not serve.
 //!
 //! [shuttle]: https://docs.rs/shuttle
 

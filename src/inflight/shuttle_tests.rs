@@ -41,7 +41,7 @@ use crate::sync::{Condvar, Mutex};
 use crate::time::{ManualClock, Timestamp};
 
 /// Schedules per scheduler and property, unless `IDEMDB_SHUTTLE_ITERATIONS` says otherwise.
-const ITERATIONS: usize = 500;
+const ITERATIONS: usize = 1000;
 /// PCT's bug depth: the number of priority changes per schedule.
 const PCT_DEPTH: usize = 3;
 /// A wait that never runs out in a model run (see `crate::sync::model::UNBOUNDED_WAIT`).
