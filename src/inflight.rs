@@ -9,7 +9,9 @@
 //! A key usually has one slot. A caller whose wait ran out, or that found the key held for
 //! another request, asks the writer too, with a slot of its own on top of the others: so
 //! whoever holds the claim in this process always has a slot in the map, and a caller coming
-//! next waits for it (on the newest slot) instead of being told "in progress".
+//! next waits for it (on the newest slot) instead of being told "in progress". A caller that
+//! found the key vacant, but was overtaken by such a caller while it asked, looks again when
+//! the writer answers "in progress".
 //!
 //! The map is an optimisation of waiting, not the source of exclusivity: the writer decides
 //! every claim against the durable record, so two callers asking at once can never both
@@ -18,10 +20,11 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::fingerprint::Fingerprint;
-use crate::sync::{Condvar, KeyHasher, Mutex};
+use crate::sync::{AtomicBool, Condvar, KeyHasher, Mutex};
 
 const STRIPES: usize = 64;
 
@@ -37,6 +40,8 @@ pub(crate) struct InflightMap {
 struct Slot {
     state: Mutex<SlotState>,
     changed: Condvar,
+    /// Another caller has put a slot on top of this one since (under the stripe's lock).
+    overtaken: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +130,15 @@ impl InflightMap {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Claiming),
             changed: Condvar::new(),
+            overtaken: AtomicBool::new(false),
         });
         match stripe.get_mut(key) {
-            Some(slots) => slots.push(Arc::clone(&slot)),
+            Some(slots) => {
+                if let Some(newest) = slots.last() {
+                    newest.overtaken.store(true, Ordering::Release);
+                }
+                slots.push(Arc::clone(&slot));
+            }
             None => {
                 stripe.insert(key.to_vec(), vec![Arc::clone(&slot)]);
             }
@@ -153,12 +164,11 @@ pub(crate) struct SlotGuard {
 }
 
 impl SlotGuard {
-    /// Whether another caller in this process is asking for, or holds, the key too.
-    pub(crate) fn others_at_work(&self) -> bool {
-        let stripe = self.map.stripe(&self.key).lock();
-        stripe
-            .get(&self.key)
-            .is_some_and(|slots| slots.iter().any(|s| !Arc::ptr_eq(s, &self.slot)))
+    /// Whether another caller in this process has asked for the key since this one entered
+    /// (its wait ran out, or it has another request): it may hold the key now, or have held
+    /// it and be done already.
+    pub(crate) fn overtaken(&self) -> bool {
+        self.slot.overtaken.load(Ordering::Acquire)
     }
 
     /// The claim is durable: waiters with another fingerprint can stop waiting (conflict).
@@ -295,6 +305,29 @@ mod tests {
         claim.complete(b"done").expect("complete");
         assert_eq!(waiter.join().expect("waiter thread"), b"done");
         store.close().expect("close");
+    }
+
+    /// A caller that found the key vacant learns that another caller asked for it meanwhile,
+    /// even when that one is done again by the time it looks.
+    #[test]
+    fn a_slot_knows_it_was_overtaken() {
+        let map = Arc::new(InflightMap::new());
+        let Entry::Vacant(first) = map.enter(b"k", A, Instant::now()) else {
+            panic!("the key is free")
+        };
+        assert!(!first.overtaken());
+        let Entry::TimedOut(second) = map.enter(b"k", A, Instant::now()) else {
+            panic!("the wait runs out")
+        };
+        second.hold(A);
+        drop(second);
+        assert!(first.overtaken());
+        assert!(!matches!(
+            map.enter(b"k", A, Instant::now()),
+            Entry::Vacant(_)
+        ));
+        drop(first);
+        assert_eq!(map.len(), 0);
     }
 
     #[test]

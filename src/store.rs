@@ -181,8 +181,9 @@ impl Store {
             let outcome = inner
                 .engine
                 .apply_one(storage_key.clone(), Operation::Claim(spec))?;
-            // A caller here whose wait ran out asked at the same time and won: wait for it.
-            if vacant && matches!(outcome, Outcome::InProgress(_)) && slot.others_at_work() {
+            // Another caller here asked at the same time (its wait ran out) and won: look
+            // again, and wait for it if it still holds the key.
+            if vacant && matches!(outcome, Outcome::InProgress(_)) && slot.overtaken() {
                 continue;
             }
             return self.finish_begin(outcome, &storage_key, fingerprint, Some(slot));

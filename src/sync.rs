@@ -1,10 +1,10 @@
-//! The locks and condition variables of the in-flight map, behind one name.
+//! The locks, condition variables and atomics of the in-flight map, behind one name.
 //!
-//! In every normal build these are parking_lot's types, re-exported as they are: no wrapper,
-//! no cost. In the crate's own tests built with `RUSTFLAGS="--cfg shuttle"` they are thin
-//! adapters over [shuttle]'s model-checked primitives with parking_lot's API, so the
-//! in-flight protocol runs unchanged under shuttle's schedulers (see
-//! `inflight/shuttle_tests.rs`). The switch is a `--cfg`, not a cargo feature, so
+//! In every normal build these are parking_lot's and std's types, re-exported as they are:
+//! no wrapper, no cost. In the crate's own tests built with `RUSTFLAGS="--cfg shuttle"` they
+//! are shuttle's model-checked primitives, the lock and condition variable behind thin
+//! adapters with parking_lot's API, so the in-flight protocol runs unchanged under shuttle's
+//! schedulers (see `inflight/shuttle_tests.rs`). The switch is a `--cfg`, not a cargo feature, so
 //! `--all-features` never changes the primitives; and it needs `test` too, so a library
 //! built under the cfg for anything but its own unit tests is the normal one. Under the cfg,
 //! run only `shuttle_tests` (as `.ci/run` does): the other unit tests use real threads, which
@@ -14,9 +14,13 @@
 
 #[cfg(not(all(test, shuttle)))]
 pub(crate) use parking_lot::{Condvar, Mutex};
+#[cfg(not(all(test, shuttle)))]
+pub(crate) use std::sync::atomic::AtomicBool;
 
 #[cfg(all(test, shuttle))]
 pub(crate) use model::{Condvar, Mutex};
+#[cfg(all(test, shuttle))]
+pub(crate) use shuttle::sync::atomic::AtomicBool;
 
 /// A build of the in-flight map whose hasher is the same in every run, so a failing shuttle
 /// schedule replays onto the same stripes and a test can put two keys in one stripe.

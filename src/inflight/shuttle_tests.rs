@@ -654,9 +654,15 @@ fn long_waiter_never_in_progress() {
         let policy = pick(&[RecoveryPolicy::TakeOver, RecoveryPolicy::Strict]);
         let (store, _engine) = model_store(policy);
         let ending = pick(&[Ending::Complete, Ending::Release, Ending::Drop]);
-        let callers = Callers::new(store.clone(), ending, &[A, A, A, A]);
+        // The last caller has another request: it meets the others as a conflict, or holds
+        // the key and makes them meet it so.
+        let callers = Callers::new(store.clone(), ending, &[A, A, A, A, B]);
         let short = || pick(&[Duration::ZERO, SHORT]);
-        let got = race(&callers, "k", &[short(), short(), FOREVER, FOREVER]);
+        let got = race(
+            &callers,
+            "k",
+            &[short(), short(), FOREVER, FOREVER, FOREVER],
+        );
         for (i, g) in got.iter().enumerate().skip(2) {
             assert_ne!(
                 g,
