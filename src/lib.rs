@@ -93,6 +93,8 @@ mod stats;
 mod storage;
 mod store;
 mod sweeper;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 
 pub use begin::{Begin, BeginOptions, Retention};

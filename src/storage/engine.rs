@@ -562,6 +562,15 @@ impl Engine for JournaledEngine {
         }
     }
 
+    fn check(&self, report: &mut crate::maintenance::CheckReport) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        fold::fold_once(&self.shared, false)?;
+        let db = self.shared.db()?;
+        crate::maintenance::guarded(|| crate::maintenance::check_tables(&db, report))
+    }
+
     fn close(&self) -> Result<()> {
         let mut result = self.close_result.lock();
         if let Some(r) = result.as_ref() {
