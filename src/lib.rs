@@ -64,7 +64,7 @@
 //! | module | concern |
 //! | --- | --- |
 //! | `key` | key policies, scopes, framing (scope, key) into one storage key |
-//! | `fingerprint`, [`canonical_json`] | what makes two requests the same |
+//! | `fingerprint`, [`canonical_json`](mod@canonical_json) | what makes two requests the same |
 //! | [`decision`] | the state machine, as pure functions |
 //! | `codec` | the on-disk record format (bincode behind a format byte) |
 //! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables |
@@ -72,6 +72,14 @@
 //! | `sweeper` | deletion of expired records |
 //! | `store`, `claim`, `run` | the public façade |
 //! | [`maintenance`] | offline integrity check and compaction of a store file |
+//! | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `idemdb` command-line tool.
+//! - `testing`: `idemdb::testing`, the fault-injecting disk and the reference-model harness
+//!   that idemdb's own reliability tests use; handy for testing a service's settings the
+//!   same way. Not needed in production.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 

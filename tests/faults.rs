@@ -246,11 +246,14 @@ fn s02_garbled_sectors_recover_or_fail_typed_never_open_empty() {
                     recovered += 1;
                 }
                 Err(
-                    Error::Corrupt { .. }
+                    e @ (Error::Corrupt { .. }
                     | Error::NotAStore { .. }
                     | Error::EmptyFile { .. }
-                    | Error::Storage(_),
-                ) => refused += 1,
+                    | Error::Storage(_)),
+                ) => {
+                    eprintln!("{context}: refused: {e}");
+                    refused += 1;
+                }
                 Err(e) => panic!("{context}: an untyped failure: {e:?}"),
             }
         }
