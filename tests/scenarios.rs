@@ -181,7 +181,7 @@ fn s23_file_size_plateaus_under_churn_and_compaction_shrinks_it() {
             .journal_size(4 << 20)
             .default_retention(Duration::from_secs(60))
     });
-    let rounds = 12;
+    let rounds = 16;
     let per_round = 3_000;
     let mut sizes = Vec::new();
     let mut scan = None;
@@ -208,10 +208,14 @@ fn s23_file_size_plateaus_under_churn_and_compaction_shrinks_it() {
         entry.expect("a long scan reads on");
     }
     eprintln!("churn: file bytes per round {sizes:?}");
-    let settled = sizes[4];
-    let last = *sizes.last().expect("sizes");
+    // Each round writes about 0.8 MB of records. Without reuse the second half of the
+    // rounds would end at least 6 MB above the first; redb grows its file in steps of a
+    // few MB, so allow one such step.
+    let half = sizes.len() / 2;
+    let first = sizes[..half].iter().copied().max().unwrap_or(0);
+    let second = sizes[half..].iter().copied().max().unwrap_or(0);
     assert!(
-        last <= settled + settled / 10,
+        second <= first + (3 << 20),
         "the files kept growing under steady churn: {sizes:?}"
     );
 
