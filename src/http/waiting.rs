@@ -1,0 +1,221 @@
+//! Running store calls off the async executor, the claim held while a handler runs, and
+//! the room where duplicates of a request in progress wait for it without a thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::service::Shared;
+use crate::claim::{Claim, CompleteError, Completion};
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+/// Runs a blocking store call on tokio's blocking pool.
+pub(crate) async fn offload<T, F>(job: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Error::Internal {
+            detail: format!("a blocking store call did not finish: {e}"),
+        })?
+}
+
+/// Where waiters for a key in progress are woken when its holder in this process ends its
+/// claim. A waiter also wakes on a timer, for holders in other processes.
+#[derive(Default)]
+pub(crate) struct WaitRoom {
+    rooms: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+fn room_id(scope: &str, key: &str) -> String {
+    // Neither a scope nor a key may hold a control character, so NUL separates them.
+    format!("{scope}\0{key}")
+}
+
+impl WaitRoom {
+    /// Starts waiting for (scope, key).
+    pub(crate) fn join(self: &Arc<Self>, scope: &str, key: &str) -> WaitTicket {
+        let id = room_id(scope, key);
+        let notify = Arc::clone(self.rooms.lock().entry(id.clone()).or_default());
+        WaitTicket {
+            room: Arc::clone(self),
+            id,
+            notify: Some(notify),
+        }
+    }
+
+    /// Wakes everyone waiting for (scope, key).
+    pub(crate) fn notify(&self, scope: &str, key: &str) {
+        if let Some(notify) = self.rooms.lock().get(&room_id(scope, key)) {
+            notify.notify_waiters();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.rooms.lock().len()
+    }
+}
+
+/// A waiter's place in a room; the last one to leave removes the room.
+pub(crate) struct WaitTicket {
+    room: Arc<WaitRoom>,
+    id: String,
+    notify: Option<Arc<Notify>>,
+}
+
+impl WaitTicket {
+    /// The room's notification (a clone: drop it before the ticket).
+    pub(crate) fn notify(&self) -> Option<Arc<Notify>> {
+        self.notify.clone()
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        let mut rooms = self.room.rooms.lock();
+        // Counted and dropped under the lock, so two tickets leaving at once cannot both
+        // see the other one and leave the room behind.
+        if let Some(notify) = self.notify.take()
+            && Arc::strong_count(&notify) == 2
+        {
+            rooms.remove(&self.id);
+        }
+    }
+}
+
+/// The claim of a request whose handler runs. Every way out ends the claim on the blocking
+/// pool and then wakes the waiters: `complete`, `release`, `abandon`, or being dropped (a
+/// panic, a cancelled future), which abandons it without blocking the executor.
+pub(crate) struct ClaimGuard {
+    claim: Option<Claim>,
+    shared: Arc<Shared>,
+    scope: String,
+    key: String,
+}
+
+impl ClaimGuard {
+    pub(crate) fn new(claim: Claim, shared: Arc<Shared>, scope: String, key: String) -> Self {
+        ClaimGuard {
+            claim: Some(claim),
+            shared,
+            scope,
+            key,
+        }
+    }
+
+    pub(crate) fn expires_at(&self) -> Option<Timestamp> {
+        self.claim.as_ref().and_then(Claim::expires_at)
+    }
+
+    /// Runs `end` on the claim on the blocking pool, then wakes the waiters.
+    async fn end<T, F>(mut self, end: F) -> Result<T>
+    where
+        F: FnOnce(Claim) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(claim) = self.claim.take() else {
+            return Err(Error::Internal {
+                detail: "the claim was already ended".to_owned(),
+            });
+        };
+        let shared = Arc::clone(&self.shared);
+        let (scope, key) = (self.scope.clone(), self.key.clone());
+        offload(move || {
+            let result = end(claim);
+            shared.room.notify(&scope, &key);
+            result
+        })
+        .await
+    }
+
+    /// Stores the response. If that fails, the claim (when it comes back) is dropped on
+    /// the blocking pool, which abandons it: the handler ran, so the key must not be freed.
+    pub(crate) async fn complete(self, response: Vec<u8>) -> Result<Completion> {
+        self.end(move |claim| {
+            claim
+                .complete(response)
+                .map_err(|CompleteError { error, claim }| {
+                    drop(claim);
+                    error
+                })
+        })
+        .await
+    }
+
+    pub(crate) async fn release(self) -> Result<()> {
+        self.end(Claim::release).await
+    }
+
+    pub(crate) async fn abandon(self) -> Result<()> {
+        self.end(Claim::abandon).await
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let (scope, key) = (
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+        );
+        let abandon = move || {
+            tracing::warn!(
+                %scope, %key,
+                "the handler of an idempotent request stopped without an outcome (a panic or a \
+                 cancelled future); its claim is abandoned"
+            );
+            drop(claim); // abandons, which commits: never on an async thread
+            shared.room.notify(&scope, &key);
+        };
+        match tokio::runtime::Handle::try_current() {
+            // If the runtime is shutting down the job is dropped unrun, and the claim with
+            // it, which abandons it where it is: there is no executor left to block.
+            Ok(runtime) => drop(runtime.spawn_blocking(abandon)),
+            Err(_) => abandon(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_waiter_out_removes_the_room() {
+        let room = Arc::new(WaitRoom::default());
+        let a = room.join("s", "k");
+        let b = room.join("s", "k");
+        let other = room.join("s", "k2");
+        assert_eq!(room.len(), 2);
+        drop(a);
+        assert_eq!(room.len(), 2);
+        drop(b);
+        assert_eq!(room.len(), 1);
+        drop(other);
+        assert_eq!(room.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn notify_wakes_an_enabled_waiter() {
+        let room = Arc::new(WaitRoom::default());
+        let ticket = room.join("s", "k");
+        let notify = ticket.notify().expect("notify");
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        room.notify("s", "other");
+        room.notify("s", "k");
+        tokio::time::timeout(std::time::Duration::from_secs(10), notified)
+            .await
+            .expect("woken");
+    }
+}
