@@ -200,20 +200,20 @@ where
     }
     let fingerprint = fingerprint(&parts, &bytes, &settings.fingerprint_headers);
 
-    let claim = match begin(&shared, &scope, &key, fingerprint).await {
-        Began::Execute(claim) => claim,
+    let guard = match begin(&shared, &scope, &key, fingerprint).await {
+        Began::Execute(guard) => guard,
         Began::Respond(response) => return Ok(response),
     };
+    let expires_at = guard.expires_at();
     let mut parts = parts;
     parts.extensions.insert(IdempotencyContext {
-        scope: scope.clone(),
-        key: key.clone(),
-        attempt: claim.attempt(),
-        recovery: claim.is_recovery(),
-        expires_at: claim.expires_at(),
+        scope,
+        key,
+        attempt: guard.claim().map_or(1, crate::claim::Claim::attempt),
+        recovery: guard.claim().is_some_and(crate::claim::Claim::is_recovery),
+        expires_at,
     });
     let request = Request::from_parts(parts, full(bytes));
-    let guard = ClaimGuard::new(claim, Arc::clone(&shared), scope, key);
     // Boxed here, where the types are concrete, so the compiler proves it `Send` once.
     let work: ResponseFuture<S::Error> =
         Box::pin(execute(Arc::clone(&shared), inner, request, guard));
@@ -226,11 +226,14 @@ where
             tracing::error!(
                 "the handler of an idempotent request panicked; its claim is abandoned"
             );
-            Ok(problem(
+            let mut response = problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Code::HandlerPanicked,
                 "the request handler failed; retry it with the same idempotency key",
-            ))
+            );
+            // The abandoned record stays until it expires (or a retry takes it over).
+            set_expiry(&mut response, expires_at);
+            Ok(response)
         }
         Err(_) => Ok(problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -335,8 +338,14 @@ fn missing_key(settings: &Settings) -> Response<Body> {
 }
 
 enum Began {
-    Execute(crate::claim::Claim),
+    Execute(ClaimGuard),
     Respond(Response<Body>),
+}
+
+/// What one look at the store found; an execution comes already guarded.
+enum Looked {
+    Execute(ClaimGuard),
+    Other(Begin),
 }
 
 /// The shortest and longest pause between two looks at a key held in another process (a
@@ -360,11 +369,16 @@ async fn begin(shared: &Arc<Shared>, scope: &str, key: &str, fingerprint: Finger
             notified.enable();
         }
         let answer = match begin_once(shared, scope, key, fingerprint).await {
-            Ok(answer) => answer,
+            Ok(Looked::Execute(guard)) => return Began::Execute(guard),
+            Ok(Looked::Other(answer)) => answer,
             Err(e) => return Began::Respond(store_error(&e)),
         };
         let in_progress = match answer {
-            Begin::Execute(claim) => return Began::Execute(claim),
+            // `begin_once` turns every execution into a guard.
+            Begin::Execute(claim) => {
+                let guard = ClaimGuard::new(claim, Arc::clone(shared), scope.into(), key.into());
+                return Began::Execute(guard);
+            }
             Begin::Replay(replay) => return Began::Respond(replay_response(replay)),
             Begin::Conflict(conflict) => {
                 return Began::Respond(conflict_response(settings, &conflict));
@@ -398,27 +412,33 @@ async fn begin(shared: &Arc<Shared>, scope: &str, key: &str, fingerprint: Finger
     }
 }
 
-/// One `begin` on the blocking pool, without waiting in the store. If the request went away
-/// meanwhile and the answer is an execution, the claim is released: the handler never ran.
+/// One `begin` on the blocking pool, without waiting in the store. An execution is wrapped
+/// in a [`ClaimGuard`] before it leaves the pool: if the request goes away before the handler
+/// starts (here, or with the answer still in the channel), dropping the guard releases the
+/// claim off the executor, since a bare claim's drop would commit on an async thread.
 async fn begin_once(
     shared: &Arc<Shared>,
     scope: &str,
     key: &str,
     fingerprint: Fingerprint,
-) -> Result<Begin> {
+) -> Result<Looked> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job_shared = Arc::clone(shared);
     let (scope, key) = (scope.to_owned(), key.to_owned());
     let options = shared.settings.options.clone().no_wait();
     drop(tokio::task::spawn_blocking(move || {
         let shared = job_shared;
-        let answer = shared.store.begin_with(&scope, &key, fingerprint, &options);
-        if let Err(Ok(Begin::Execute(claim))) = reply.send(answer) {
-            if let Err(error) = claim.release() {
-                tracing::warn!(%error, %scope, %key, "releasing the claim of a request that went away failed");
-            }
-            shared.room.notify(&scope, &key);
-        }
+        let answer = shared
+            .store
+            .begin_with(&scope, &key, fingerprint, &options)
+            .map(|begin| match begin {
+                Begin::Execute(claim) => {
+                    Looked::Execute(ClaimGuard::new(claim, Arc::clone(&shared), scope, key))
+                }
+                other => Looked::Other(other),
+            });
+        // Nobody to receive it: the guard inside (if any) is dropped here, which releases it.
+        drop(reply.send(answer));
     }));
     answer.await.map_err(|_| Error::Internal {
         detail: "a blocking store call did not answer".to_owned(),
@@ -437,6 +457,7 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    let guard = guard.start();
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(e) => {

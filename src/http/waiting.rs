@@ -89,24 +89,40 @@ impl Drop for WaitTicket {
     }
 }
 
-/// The claim of a request whose handler runs. Every way out ends the claim on the blocking
-/// pool and then wakes the waiters: `complete`, `release`, `abandon`, or being dropped (a
-/// panic, a cancelled future), which abandons it without blocking the executor.
+/// The claim of a request, from the moment `begin` grants it. Every way out ends the claim
+/// on the blocking pool and then wakes the waiters: `complete`, `release`, `abandon`, or
+/// being dropped (a panic, a cancelled future). A dropped guard whose handler had started
+/// abandons the claim (the outcome is unknown); one whose handler never started releases it
+/// (nothing happened, so a retry may run at once).
 pub(crate) struct ClaimGuard {
     claim: Option<Claim>,
     shared: Arc<Shared>,
     scope: String,
     key: String,
+    started: bool,
 }
 
 impl ClaimGuard {
+    /// Guards a claim whose handler has not started yet.
     pub(crate) fn new(claim: Claim, shared: Arc<Shared>, scope: String, key: String) -> Self {
         ClaimGuard {
             claim: Some(claim),
             shared,
             scope,
             key,
+            started: false,
         }
+    }
+
+    /// From now on the handler may have acted: a drop abandons the claim.
+    pub(crate) fn start(mut self) -> Self {
+        self.started = true;
+        self
+    }
+
+    /// The claim, to read its attempt and recovery flags.
+    pub(crate) fn claim(&self) -> Option<&Claim> {
+        self.claim.as_ref()
     }
 
     pub(crate) fn expires_at(&self) -> Option<Timestamp> {
@@ -167,20 +183,26 @@ impl Drop for ClaimGuard {
             std::mem::take(&mut self.scope),
             std::mem::take(&mut self.key),
         );
-        let abandon = move || {
-            tracing::warn!(
-                %scope, %key,
-                "the handler of an idempotent request stopped without an outcome (a panic or a \
-                 cancelled future); its claim is abandoned"
-            );
-            drop(claim); // abandons, which commits: never on an async thread
+        let started = self.started;
+        let end = move || {
+            if started {
+                tracing::warn!(
+                    %scope, %key,
+                    "the handler of an idempotent request stopped without an outcome (a panic \
+                     or a cancelled future); its claim is abandoned"
+                );
+                drop(claim); // abandons, which commits: never on an async thread
+            } else if let Err(error) = claim.release() {
+                // A failed release abandons the claim: still no second run without a policy.
+                tracing::warn!(%error, %scope, %key, "releasing the claim of a request that went away before its handler ran failed");
+            }
             shared.room.notify(&scope, &key);
         };
         match tokio::runtime::Handle::try_current() {
             // If the runtime is shutting down the job is dropped unrun, and the claim with
             // it, which abandons it where it is: there is no executor left to block.
-            Ok(runtime) => drop(runtime.spawn_blocking(abandon)),
-            Err(_) => abandon(),
+            Ok(runtime) => drop(runtime.spawn_blocking(end)),
+            Err(_) => end(),
         }
     }
 }
