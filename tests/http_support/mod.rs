@@ -433,3 +433,83 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A switch that holds every storage sync until it is opened again, to stall commits.
+#[derive(Debug, Default)]
+pub struct SyncGate {
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// Syncs held at the gate right now.
+    pub waiting: AtomicU64,
+}
+
+impl SyncGate {
+    pub fn close(&self) {
+        *self.closed.lock().expect("gate") = true;
+    }
+
+    pub fn open(&self) {
+        *self.closed.lock().expect("gate") = false;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().expect("gate");
+        if *closed {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *closed {
+                closed = self.opened.wait(closed).expect("gate");
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// In-memory storage whose syncs pass through a [`SyncGate`].
+#[derive(Debug)]
+struct GatedStorage {
+    inner: Arc<idemdb::redb::backends::InMemoryBackend>,
+    gate: Arc<SyncGate>,
+}
+
+impl idemdb::redb::StorageBackend for GatedStorage {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.gate.pass();
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
+/// A store in memory whose commits can be stalled with the returned gate.
+pub fn gated_store() -> (idemdb::Store, Arc<SyncGate>) {
+    use idemdb::StorageRole;
+    use idemdb::redb::backends::InMemoryBackend;
+    let database = Arc::new(InMemoryBackend::new());
+    let journal = Arc::new(InMemoryBackend::new());
+    let gate = Arc::new(SyncGate::default());
+    let g = Arc::clone(&gate);
+    let store = idemdb::Store::builder()
+        .sweep_interval(None)
+        .open_with_backend("gated", move |role| {
+            Ok(GatedStorage {
+                inner: Arc::clone(match role {
+                    StorageRole::Database => &database,
+                    StorageRole::Journal => &journal,
+                }),
+                gate: Arc::clone(&g),
+            })
+        })
+        .expect("open gated store");
+    (store, gate)
+}
