@@ -3,13 +3,14 @@
 //! the first response back instead of a second message.
 //!
 //! ```sh
-//! cargo run --features http --example http_notifications                 # 127.0.0.1:3000
-//! cargo run --features http --example http_notifications -- 127.0.0.1:8080 my.idemdb
+//! cargo run --example http_notifications --features http                 # 127.0.0.1:3000
+//! cargo run --example http_notifications --features http -- 127.0.0.1:8080 my.idemdb
 //! ```
 //!
 //! The key is a UUID (RFC 9562), sent as the `Idempotency-Key` header or as the body field
 //! `idempotency_key` (or its legacy name `external_id`). Records are kept 30 days, per API
 //! key (`X-Api-Key`, required). `GET /v1/stats` tells how many messages were really sent.
+//! The layer's log lines (a response too large to store, an abandoned claim) go to stderr.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,9 @@ async fn stats(State(sender): State<Arc<Sender>>) -> Json<Value> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".to_owned());
     let path = args

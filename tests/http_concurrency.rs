@@ -217,7 +217,7 @@ async fn stalled_commits_never_hold_a_runtime_thread() {
         1,
         "no stalled request ran"
     );
-    drop(finished.send(()));
+    let _ = finished.send(());
     let rescued = watchdog.join().expect("watchdog");
     assert!(
         !rescued,

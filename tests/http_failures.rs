@@ -7,7 +7,7 @@ mod http_support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http_support::{Server, eventually, guard};
+use http_support::{Server, capture_logs, eventually, guard, logged};
 use idemdb::http::IdempotencyLayer;
 use idemdb::{RecoveryPolicy, StateKind, Store};
 
@@ -236,6 +236,7 @@ async fn a_panicking_handler_under_strict_recovery_is_never_run_again() {
 
 #[tokio::test]
 async fn a_response_above_the_store_limit_is_passed_through_and_not_stored() {
+    capture_logs();
     let store = Store::builder()
         .sweep_interval(None)
         .max_response_size(4096)
@@ -265,6 +266,13 @@ async fn a_response_above_the_store_limit_is_passed_through_and_not_stored() {
         Some(StateKind::Abandoned),
         "not stored: the claim is left to the recovery policy"
     );
+    let lines = logged("passed through and not stored");
+    assert_eq!(lines.len(), 1, "one log line says why: {lines:?}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("max_response_size of 4096 bytes"),
+        "{lines:?}"
+    );
+
     let retry = large.send().await;
     assert_eq!(retry.body.len(), 100_000);
     assert!(!retry.replayed(), "nothing was stored to replay");

@@ -94,13 +94,22 @@ where
     }
 }
 
+/// Why a response body cannot be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unstorable {
+    /// Longer than the limit.
+    TooLarge,
+    /// It ends with trailers, which the stored format has no room for.
+    Trailers,
+}
+
 /// What collecting a response body found.
 pub(crate) enum Collected {
     /// The whole body, within the limit and without trailers.
     Whole(Bytes),
     /// Too large (or with trailers) to store: the part read so far and the rest, which
     /// together are the body as the inner service sent it.
-    Unstorable { body: Body, reason: String },
+    Unstorable { body: Body, why: Unstorable },
     /// The body failed after `read` bytes.
     Failed { error: BoxError, read: usize },
 }
@@ -122,9 +131,7 @@ pub(crate) async fn collect_bounded(mut body: Body, limit: usize) -> Collected {
                     buffer.extend_from_slice(&data);
                     if buffer.len() > limit {
                         return Collected::Unstorable {
-                            reason: format!(
-                                "the response body is larger than the store's limit of {limit} bytes"
-                            ),
+                            why: Unstorable::TooLarge,
                             body: Body::new(Prefixed::new(
                                 vec![Frame::data(buffer.freeze())],
                                 body,
@@ -134,8 +141,7 @@ pub(crate) async fn collect_bounded(mut body: Body, limit: usize) -> Collected {
                 }
                 Err(trailers) => {
                     return Collected::Unstorable {
-                        reason: "the response has trailers, which the layer does not store"
-                            .to_owned(),
+                        why: Unstorable::Trailers,
                         body: Body::new(Prefixed::new(
                             vec![Frame::data(buffer.freeze()), trailers],
                             body,
@@ -222,10 +228,10 @@ mod tests {
     #[tokio::test]
     async fn large_bodies_pass_through_intact() {
         let body = chunked(&[b"ab", b"cd", b"ef"]);
-        let Collected::Unstorable { body, reason } = collect_bounded(body, 3).await else {
+        let Collected::Unstorable { body, why } = collect_bounded(body, 3).await else {
             panic!("expected an unstorable body");
         };
-        assert!(reason.contains("limit of 3 bytes"), "{reason}");
+        assert_eq!(why, Unstorable::TooLarge);
         let bytes = body.collect().await.expect("body").to_bytes();
         assert_eq!(&bytes[..], b"abcdef");
     }

@@ -13,7 +13,7 @@ use http_body::Body as HttpBody;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::body::{self, Body, BoxError, Collected, ReadError, boxed, full};
+use super::body::{self, Body, BoxError, Collected, ReadError, Unstorable, boxed, full};
 use super::config::{IdempotencyLayerBuilder, Settings, StatusAction};
 use super::key::{self, KeyProblem};
 use super::problem::{Code, Refusal, problem};
@@ -510,11 +510,18 @@ async fn store_response<E>(
             }
             Ok(Response::from_parts(parts, full(bytes)))
         }
-        Collected::Unstorable { body, reason } => {
+        Collected::Unstorable { body, why } => {
+            let reason = match why {
+                Unstorable::TooLarge => format!(
+                    "the response (status, headers and body) is larger than the store's \
+                     max_response_size of {limit} bytes"
+                ),
+                Unstorable::Trailers => "the response has trailers".to_owned(),
+            };
             tracing::warn!(
                 status = parts.status.as_u16(),
-                "{reason}: the response is passed through and not stored; the claim is \
-                 abandoned, so the store's recovery policy decides what a retry gets"
+                "{reason}: it is passed through and not stored; the claim is abandoned, so \
+                 the store's recovery policy decides what a retry gets"
             );
             log_end_error("abandoning", guard.abandon().await);
             set_expiry_parts(&mut parts, expires_at);

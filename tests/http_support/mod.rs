@@ -513,3 +513,44 @@ pub fn gated_store() -> (idemdb::Store, Arc<SyncGate>) {
         .expect("open gated store");
     (store, gate)
 }
+
+/// Where captured log lines go.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// Captures every log line of this test process from now on (installed once).
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        tracing_subscriber::fmt()
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .try_init()
+            .expect("the only log subscriber");
+        buffer
+    });
+}
+
+/// The log lines captured so far that contain `needle`.
+pub fn logged(needle: &str) -> Vec<String> {
+    let Some(buffer) = LOGS.get() else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&buffer.lock().expect("log")).into_owned();
+    text.lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
