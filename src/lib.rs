@@ -73,7 +73,7 @@
 //! | `store`, `claim`, `run` | the public façade |
 //! | [`maintenance`] | offline integrity check and compaction of a store file |
 //! | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
-//! | [`http`] (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
+//! | `http` (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
 //!
 //! ## Features
 //!

@@ -7,7 +7,7 @@ mod http_support;
 use std::time::Duration;
 
 use http_support::{Server, read_to_close, uuid};
-use idemdb::http::{ConflictStatus, HeaderScope, IdempotencyLayer};
+use idemdb::http::{ConflictStatus, HeaderScope, IdempotencyLayer, ScopeRejection};
 use idemdb::{KeyPolicy, ManualClock, Store, Timestamp, UuidVersions};
 
 fn store() -> Store {
@@ -490,5 +490,47 @@ async fn a_request_body_above_the_limit_is_413() {
     assert!(answer.contains("REQUEST_BODY_TOO_LARGE"), "{answer}");
 
     assert_eq!(server.probe.runs("notifications"), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_closure_names_the_tenant_and_the_layer_adds_the_route() {
+    // As an authentication layer would: the user is known from the request, here a header.
+    let by_user = |parts: &http::request::Parts| {
+        parts
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(|user| format!("user={user}"))
+            .ok_or_else(|| ScopeRejection::new(http::StatusCode::UNAUTHORIZED, "who are you?"))
+    };
+    let layer = IdempotencyLayer::builder(store())
+        .scope(by_user)
+        .build()
+        .expect("layer");
+    let server = Server::start(layer).await;
+    let as_user = |user: &str| {
+        server
+            .post("/v1/notifications")
+            .key("k-user")
+            .header("x-user", user)
+            .json(BODY)
+    };
+    assert!(!as_user("ada").send().await.replayed());
+    assert!(!as_user("bob").send().await.replayed());
+    assert!(as_user("ada").send().await.replayed());
+    assert_eq!(
+        server.probe.last_context().scope,
+        "user=bob POST /v1/notifications"
+    );
+    let nobody = server
+        .post("/v1/notifications")
+        .key("k-user")
+        .json(BODY)
+        .send()
+        .await;
+    assert_eq!(nobody.status, 401);
+    assert_eq!(nobody.json()["detail"], "who are you?");
+    assert_eq!(server.probe.runs("notifications"), 2);
     server.stop().await;
 }
