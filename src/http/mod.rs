@@ -85,7 +85,8 @@
 //!
 //! Store calls commit to disk, so each runs on tokio's blocking pool. Waiting for a
 //! request in progress holds no thread: the waiter sleeps on a notification its holder
-//! fires when it ends its claim (holders in other processes are polled with a back-off).
+//! fires when it ends its claim (a holder outside this layer, such as another layer over
+//! the same store or direct [`Store`](crate::Store) calls, is polled with a back-off).
 //! The layer needs a tokio runtime, as hyper and axum provide.
 //!
 //! # Options

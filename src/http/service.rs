@@ -66,6 +66,11 @@ impl IdempotencyLayer {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> IdempotencyLayer {
         IdempotencyLayer { shared }
     }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
 }
 
 impl<S> Layer<S> for IdempotencyLayer {
@@ -348,8 +353,9 @@ enum Looked {
     Other(Begin),
 }
 
-/// The shortest and longest pause between two looks at a key held in another process (a
-/// holder in this process wakes its waiters at once).
+/// The shortest and longest pause between two looks at a key held outside this layer (a
+/// holder in this layer wakes its waiters at once; another layer over the same store, or
+/// direct `Store` calls, do not know of our waiters).
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 

@@ -226,6 +226,53 @@ mod tests {
         assert_eq!(room.len(), 0);
     }
 
+    /// A claim guarded as `begin` hands it out, and the store to check it in.
+    fn guarded(key: &str) -> (crate::Store, ClaimGuard) {
+        let store = crate::Store::builder()
+            .sweep_interval(None)
+            .open_in_memory()
+            .expect("store");
+        let shared = super::super::IdempotencyLayer::new(store.clone()).shared();
+        let fingerprint = crate::Fingerprint::of(b"request");
+        let claim = match store.begin("s", key, fingerprint).expect("begin") {
+            crate::Begin::Execute(claim) => claim,
+            other => panic!("expected an execution, got {other:?}"),
+        };
+        let guard = ClaimGuard::new(claim, shared, "s".to_owned(), key.to_owned());
+        (store, guard)
+    }
+
+    /// Waits (on the runtime, without blocking it) until the record of `key` is `state`.
+    async fn until_state(store: &crate::Store, key: &str, state: Option<crate::StateKind>) {
+        let look = || {
+            let store = store.clone();
+            let key = key.to_owned();
+            offload(move || Ok(store.get("s", &key)?.map(|r| r.kind(store.now()))))
+        };
+        let wait = async {
+            while look().await.expect("get") != state {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .expect("the record reached the expected state");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_before_its_handler_started_releases_the_key() {
+        let (store, guard) = guarded("never-ran");
+        drop(guard);
+        until_state(&store, "never-ran", None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_after_its_handler_started_abandons_the_claim() {
+        let (store, guard) = guarded("ran");
+        drop(guard.start());
+        until_state(&store, "ran", Some(crate::StateKind::Abandoned)).await;
+    }
+
     #[tokio::test]
     async fn notify_wakes_an_enabled_waiter() {
         let room = Arc::new(WaitRoom::default());
