@@ -73,6 +73,7 @@
 //! | `store`, `claim`, `run` | the public façade |
 //! | [`maintenance`] | offline integrity check and compaction of a store file |
 //! | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
+//! | `http` (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
 //!
 //! ## Features
 //!
@@ -80,6 +81,8 @@
 //! - `testing`: `idemdb::testing`, the fault-injecting disk and the reference-model harness
 //!   that idemdb's own reliability tests use; handy for testing a service's settings the
 //!   same way. Not needed in production.
+//! - `http`: `idemdb::http`, a tower layer that speaks `Idempotency-Key` for axum, hyper and
+//!   any tower service (adds tower, http, tokio and serde_json).
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -91,6 +94,8 @@ mod config;
 pub mod decision;
 mod error;
 mod fingerprint;
+#[cfg(feature = "http")]
+pub mod http;
 mod inflight;
 mod key;
 pub mod maintenance;

@@ -448,7 +448,11 @@ impl Inner {
         ClaimId::from_u128((u128::from(self.claim_nonce) << 64) | u128::from(n))
     }
 
-    fn claim_spec(&self, fingerprint: Fingerprint, options: &BeginOptions) -> Result<ClaimSpec> {
+    pub(crate) fn claim_spec(
+        &self,
+        fingerprint: Fingerprint,
+        options: &BeginOptions,
+    ) -> Result<ClaimSpec> {
         let s = &self.settings;
         let retention = match options.retention {
             None => Some(s.default_retention),
