@@ -83,6 +83,9 @@ mod config;
 pub mod decision;
 mod error;
 mod fingerprint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod inflight;
 mod key;
 pub mod maintenance;

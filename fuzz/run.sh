@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs cargo-fuzz targets for IDEMDB_FUZZ_SECONDS seconds each (default 60), and fails if any
+# of them finds a crash. Usage: fuzz/run.sh [TARGET...] (default: every target).
+#
+# The committed corpus fuzz/corpus/<target>/ only seeds the run: libFuzzer writes new inputs
+# to the first corpus directory it is given, which here is a scratch directory, so the
+# committed corpus never grows. A crash input lands in fuzz/artifacts/<target>/; once the
+# bug is fixed, commit it there and tests/fuzz_corpora.rs replays it under `cargo test`.
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). The sanitizer flags it passes are
+# nightly-only, so this runs on the stable toolchain with RUSTC_BOOTSTRAP=1.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds=${IDEMDB_FUZZ_SECONDS:-60}
+export RUSTC_BOOTSTRAP=1
+
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo fuzz list)
+fi
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+started=$SECONDS
+cargo fuzz build >"$scratch/build.log" 2>&1 || {
+    cat "$scratch/build.log"
+    echo "fuzz: building the fuzz targets failed"
+    exit 1
+}
+echo "fuzz: built the targets in $((SECONDS - started)) s"
+
+failed=()
+for target in "${targets[@]}"; do
+    mkdir -p "$scratch/$target" "artifacts/$target"
+    log="$scratch/$target.log"
+    started=$SECONDS
+    if cargo fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -use_value_profile=1 -print_final_stats=1 \
+        >"$log" 2>&1; then
+        status=ok
+    else
+        status=FAILED
+        failed+=("$target")
+    fi
+    elapsed=$((SECONDS - started))
+    # libFuzzer's last status line ("#N ... cov: C ft: F corp: K/...") and its final count.
+    last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
+    runs=$(grep -oE '^Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || true)
+    cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+    ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+    corp=$(grep -oE 'corp: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+    execs=$(grep -oE 'exec/s: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
+    if [ "$status" = ok ]; then
+        echo "fuzz $target: ok, ${elapsed} s, ${runs:-?} runs (${execs:-?}/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
+    else
+        tail -n 80 "$log"
+        echo "fuzz $target: FAILED after ${elapsed} s; the crash input is in fuzz/artifacts/$target/"
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz: crashes in ${failed[*]}"
+    exit 1
+fi
+echo "fuzz: ${#targets[@]} targets, ${seconds} s each, no crash"
