@@ -8,7 +8,8 @@
 # bug is fixed, commit it there and tests/fuzz_corpora.rs replays it under `cargo test`.
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). The sanitizer flags it passes are
-# nightly-only, so this runs on the stable toolchain with RUSTC_BOOTSTRAP=1.
+# nightly-only, so this runs on the stable toolchain with RUSTC_BOOTSTRAP=1. Exit status: 0
+# no crash, 1 a crash (or a timeout or out-of-memory input), 3 the targets did not build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,10 +26,13 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 started=$SECONDS
+# The checks themselves are compiled (and linted) by the main build with --all-features, so
+# a failure here is the fuzz toolchain's (sanitizer runtime, libFuzzer's C++ build): exit 3
+# lets .ci/run report fuzzing as skipped rather than failed.
 cargo fuzz build >"$scratch/build.log" 2>&1 || {
-    cat "$scratch/build.log"
+    tail -n 60 "$scratch/build.log"
     echo "fuzz: building the fuzz targets failed"
-    exit 1
+    exit 3
 }
 echo "fuzz: built the targets in $((SECONDS - started)) s"
 
