@@ -99,7 +99,7 @@ pub fn record_decode(data: &[u8]) {
 pub const KEY_SEPARATOR: u8 = 0xff;
 
 /// At most this many accepted scopes, and twice as many accepted keys, of one input are
-/// combined into (scope, key) pairs; at most this many splits of one concatenation.
+/// combined into (scope, key) pairs, and four times as many splits of one concatenation.
 const MAX_PIECES: usize = 8;
 
 /// Key and scope validation under both key policies, and the storage-key framing.
@@ -336,13 +336,14 @@ fn check_framing(scopes: &[&str], keys: &[String]) {
 
 /// Canonical JSON and JSON fingerprints on arbitrary bytes.
 ///
-/// Never panics. For accepted input: canonicalizing the canonical form gives the same
-/// bytes; the input is strict RFC 8259 JSON (checked by an independent parser here);
+/// Never panics. For accepted input: the canonical form is strict JSON and canonicalizing
+/// it gives the same bytes; the input is strict RFC 8259 JSON (checked by an independent
+/// parser here);
 /// re-emitting it with every object's members reversed, or rotated and with whitespace
 /// between all tokens, gives the same canonical form and the same fingerprint. Input the
-/// independent parser accepts is refused only for a reason the module documents (duplicate
-/// member, nesting, exponent range, lone surrogate), and every error's offset lies within
-/// the input.
+/// independent parser accepts is refused only for a reason the module documents (a
+/// duplicate member, an exponent out of range, a lone surrogate), and every error's offset
+/// lies within the input.
 pub fn canonical_json_check(data: &[u8]) {
     let strict = StrictParser::parse(data);
     let canonical = match canonical_json(data) {
@@ -385,6 +386,10 @@ pub fn canonical_json_check(data: &[u8]) {
     let again =
         canonical_json(&canonical).unwrap_or_else(|e| panic!("the canonical form is refused: {e}"));
     assert!(again == canonical, "canonicalizing is not idempotent");
+    assert!(
+        StrictParser::parse(&canonical).is_ok(),
+        "the canonical form is not strict JSON"
+    );
 
     let fingerprint = |json: &[u8]| {
         Fingerprint::builder()
