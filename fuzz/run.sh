@@ -36,21 +36,24 @@ cargo fuzz build >"$scratch/build.log" 2>&1 || {
 }
 echo "fuzz: built the targets in $((SECONDS - started)) s"
 
-failed=()
-for target in "${targets[@]}"; do
+# Targets run side by side, IDEMDB_FUZZ_JOBS at a time (default: one per core): each is
+# one libFuzzer process on one core.
+jobs=${IDEMDB_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+
+# Runs one target; leaves its summary line in $scratch/<target>.summary and its status
+# (ok or FAILED) in $scratch/<target>.status. Always succeeds itself.
+run_target() {
+    local target=$1
+    local log="$scratch/$target.log"
+    local started=$SECONDS status=ok
     mkdir -p "$scratch/$target" "artifacts/$target"
-    log="$scratch/$target.log"
-    started=$SECONDS
-    if cargo fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -use_value_profile=1 -print_final_stats=1 \
-        >"$log" 2>&1; then
-        status=ok
-    else
-        status=FAILED
-        failed+=("$target")
-    fi
-    elapsed=$((SECONDS - started))
-    # libFuzzer's last status line ("#N ... cov: C ft: F corp: K/...") and its final count.
+    cargo fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -use_value_profile=1 \
+        -print_final_stats=1 >"$log" 2>&1 || status=FAILED
+    local elapsed=$((SECONDS - started))
+    # libFuzzer's last status line ("#N ... cov: C ft: F corp: K/... exec/s: E") and its
+    # final count ("Done N runs in S second(s)").
+    local last runs cov ft corp execs
     last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
     runs=$(grep -oE '^Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || true)
     cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
@@ -58,15 +61,34 @@ for target in "${targets[@]}"; do
     corp=$(grep -oE 'corp: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
     execs=$(grep -oE 'exec/s: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
     if [ "$status" = ok ]; then
-        echo "fuzz $target: ok, ${elapsed} s, ${runs:-?} runs (${execs:-?}/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
+        echo "fuzz $target: ok, ${elapsed} s, ${runs:-?} runs (${execs:-?}/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}" \
+            >"$scratch/$target.summary"
     else
-        tail -n 80 "$log"
-        echo "fuzz $target: FAILED after ${elapsed} s; the crash input is in fuzz/artifacts/$target/"
+        echo "fuzz $target: FAILED after ${elapsed} s; the crash input is in fuzz/artifacts/$target/" \
+            >"$scratch/$target.summary"
     fi
+    echo "$status" >"$scratch/$target.status"
+}
+
+for target in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+        wait -n || true
+    done
+    run_target "$target" &
+done
+wait
+
+failed=()
+for target in "${targets[@]}"; do
+    if [ "$(cat "$scratch/$target.status" 2>/dev/null || echo FAILED)" != ok ]; then
+        failed+=("$target")
+        tail -n 80 "$scratch/$target.log" 2>/dev/null || true
+    fi
+    cat "$scratch/$target.summary" 2>/dev/null || echo "fuzz $target: FAILED (no summary)"
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz: crashes in ${failed[*]}"
     exit 1
 fi
-echo "fuzz: ${#targets[@]} targets, ${seconds} s each, no crash"
+echo "fuzz: ${#targets[@]} targets, ${seconds} s each, ${jobs} at a time, no crash"
