@@ -94,6 +94,9 @@ mod config;
 pub mod decision;
 mod error;
 mod fingerprint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_checks;
 #[cfg(feature = "http")]
 pub mod http;
 mod inflight;
