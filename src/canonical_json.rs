@@ -106,8 +106,9 @@ struct Parser<'a> {
     pos: usize,
 }
 
-// Exponents beyond this are refused rather than compared: they are far outside anything a
-// request legitimately carries, and it keeps the arithmetic in i64 without overflow.
+// Exponents beyond this, as written or once the number is normalised to d.ddd × 10^e, are
+// refused rather than compared: they are far outside anything a request legitimately
+// carries, and it keeps the arithmetic in i64 without overflow.
 const MAX_EXPONENT_MAGNITUDE: i64 = 1_000_000_000_000;
 
 impl<'a> Parser<'a> {
@@ -426,6 +427,12 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         let sci_exp = exp10 + i64::try_from(digits.len()).unwrap_or(i64::MAX) - 1;
+        // The limit also holds for the normalised exponent, which is what the canonical form
+        // writes: `12e1000000000000` is 1.2 × 10^1000000000001, and the canonical form of an
+        // accepted number must be accepted again.
+        if sci_exp.abs() > MAX_EXPONENT_MAGNITUDE {
+            return Err(self.error(JsonErrorKind::NumberOutOfRange));
+        }
         if negative {
             out.push(b'-');
         }
@@ -533,6 +540,28 @@ mod tests {
             let once = canon(s);
             assert_eq!(canon(&once), once);
         }
+    }
+
+    #[test]
+    fn exponent_limit_applies_to_the_normalised_exponent() {
+        // Found by the canonical_json fuzz target: these were accepted, but their canonical
+        // forms (1.2e1000000000001, 1.0e-1000000000002) were refused.
+        assert_eq!(kind("12e1000000000000"), JsonErrorKind::NumberOutOfRange);
+        assert_eq!(kind("0.01e-1000000000000"), JsonErrorKind::NumberOutOfRange);
+        // at the limit, written either way, still accepted, and a fixed point
+        for s in [
+            "1e1000000000000",
+            "10e999999999999",
+            "1e-1000000000000",
+            "-0.010e-999999999998",
+        ] {
+            let once = canon(s);
+            assert_eq!(canon(&once), once);
+        }
+        assert_eq!(canon("10e999999999999"), "1.0e1000000000000");
+        assert_eq!(canon("-0.010e-999999999998"), "-1.0e-1000000000000");
+        // zero has no exponent to speak of
+        assert_eq!(canon("0.0e1000000000000"), "0.0");
     }
 
     #[test]

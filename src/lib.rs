@@ -64,7 +64,7 @@
 //! | module | concern |
 //! | --- | --- |
 //! | `key` | key policies, scopes, framing (scope, key) into one storage key |
-//! | `fingerprint`, [`canonical_json`] | what makes two requests the same |
+//! | `fingerprint`, [`canonical_json`](mod@canonical_json) | what makes two requests the same |
 //! | [`decision`] | the state machine, as pure functions |
 //! | `codec` | the on-disk record format (bincode behind a format byte) |
 //! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables |
@@ -72,6 +72,17 @@
 //! | `sweeper` | deletion of expired records |
 //! | `store`, `claim`, `run` | the public façade |
 //! | [`maintenance`] | offline integrity check and compaction of a store file |
+//! | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
+//! | `http` (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `idemdb` command-line tool.
+//! - `testing`: `idemdb::testing`, the fault-injecting disk and the reference-model harness
+//!   that idemdb's own reliability tests use; handy for testing a service's settings the
+//!   same way. Not needed in production.
+//! - `http`: `idemdb::http`, a tower layer that speaks `Idempotency-Key` for axum, hyper and
+//!   any tower service (adds tower, http, tokio and serde_json).
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -83,6 +94,11 @@ mod config;
 pub mod decision;
 mod error;
 mod fingerprint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_checks;
+#[cfg(feature = "http")]
+pub mod http;
 mod inflight;
 mod key;
 pub mod maintenance;
@@ -94,6 +110,8 @@ mod storage;
 mod store;
 mod sweeper;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 
 pub use begin::{Begin, BeginOptions, Retention};

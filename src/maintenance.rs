@@ -109,6 +109,16 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    pub(crate) fn new(path: PathBuf) -> CheckReport {
+        CheckReport {
+            path,
+            records: 0,
+            index_entries: 0,
+            problem_count: 0,
+            problems: Vec::new(),
+        }
+    }
+
     /// Whether the file is sound: its pages verified (or [`check`] would have failed), and
     /// no problem in the records or the index.
     pub fn is_healthy(&self) -> bool {
@@ -158,7 +168,7 @@ fn opener(path: &Path, verify: bool) -> Opener {
 }
 
 /// Runs `f`, reporting a panic inside redb (damaged data) as [`Error::Corrupt`].
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
 }
@@ -176,19 +186,13 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
     // never tripped over.
     fold_journal(path)?;
     let db = opener(path, true).open_database()?;
-    let mut report = CheckReport {
-        path: path.to_owned(),
-        records: 0,
-        index_entries: 0,
-        problem_count: 0,
-        problems: Vec::new(),
-    };
+    let mut report = CheckReport::new(path.to_owned());
     guarded(|| check_tables(&db, &mut report))?;
     db.close().map_err(Error::from_redb)?;
     Ok(report)
 }
 
-fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
+pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
     let txn = db.begin_read().map_err(Error::from_redb)?;
     let records = txn.open_table(RECORDS).map_err(Error::from_redb)?;
     let expiry = txn.open_table(EXPIRY).map_err(Error::from_redb)?;

@@ -16,6 +16,7 @@ use crate::error::{ClaimLostReason, Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::inflight::{Entry, InflightMap, SlotGuard, deadline_after};
 use crate::key::{split_storage_key, storage_key, validate_scope};
+use crate::maintenance::CheckReport;
 use crate::record::{ClaimId, Record, RecordState};
 use crate::scan::Scan;
 use crate::stats::{Counters, StateCounts, Stats};
@@ -388,6 +389,22 @@ impl Store {
         }
     }
 
+    /// Checks the open store's records and expiry index, as [`maintenance::check`] does for
+    /// a closed file: every record decodes and carries a framed key, every expiring record
+    /// is indexed and every index entry matches its record. Journaled changes are folded
+    /// first, so the check covers everything acknowledged. (Page checksums are verified
+    /// when a store opens; see [`StoreBuilder::verify_on_open`].)
+    ///
+    /// [`maintenance::check`]: crate::maintenance::check
+    /// [`StoreBuilder::verify_on_open`]: crate::StoreBuilder::verify_on_open
+    pub fn check(&self) -> Result<CheckReport> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut report = CheckReport::new(self.path().to_owned());
+        inner.engine.check(&mut report)?;
+        Ok(report)
+    }
+
     /// Counters since the store was opened.
     pub fn stats(&self) -> Stats {
         let inner = &self.inner;
@@ -445,7 +462,11 @@ impl Inner {
         ClaimId::from_u128((u128::from(self.claim_nonce) << 64) | u128::from(n))
     }
 
-    fn claim_spec(&self, fingerprint: Fingerprint, options: &BeginOptions) -> Result<ClaimSpec> {
+    pub(crate) fn claim_spec(
+        &self,
+        fingerprint: Fingerprint,
+        options: &BeginOptions,
+    ) -> Result<ClaimSpec> {
         let s = &self.settings;
         let retention = match options.retention {
             None => Some(s.default_retention),

@@ -14,7 +14,7 @@
 //! a deadlock), a short one may time out at any moment.
 //!
 //! `IDEMDB_SHUTTLE_ITERATIONS` sets the schedules per scheduler (a soak run);
-//! `IDEMDB_SHUTTLE_SEED` replays the seed a failing run printed.
+//! `IDEMDB_SEED` replays the seed a failing run printed.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -41,7 +41,7 @@ use crate::sync::{Condvar, Mutex};
 use crate::time::{ManualClock, Timestamp};
 
 /// Schedules per scheduler and property, unless `IDEMDB_SHUTTLE_ITERATIONS` says otherwise.
-const ITERATIONS: usize = 1000;
+const ITERATIONS: usize = 2000;
 /// PCT's bug depth: the number of priority changes per schedule.
 const PCT_DEPTH: usize = 3;
 /// A wait that never runs out in a model run (see `crate::sync::model::UNBOUNDED_WAIT`).
@@ -56,9 +56,8 @@ const B: Fingerprint = Fingerprint::from_bytes([0xb; 32]);
 /// Runs `test` under the random and the PCT scheduler and reports what it ran.
 fn explore(name: &str, test: impl Fn() + Send + Sync + Clone + 'static) {
     let iterations = env_number("IDEMDB_SHUTTLE_ITERATIONS").map_or(ITERATIONS, |n| n as usize);
-    let seed =
-        env_number("IDEMDB_SHUTTLE_SEED").unwrap_or_else(|| RandomState::new().hash_one(name));
-    println!("shuttle {name}: seed {seed} (replay with IDEMDB_SHUTTLE_SEED={seed})");
+    let seed = env_number("IDEMDB_SEED").unwrap_or_else(|| RandomState::new().hash_one(name));
+    println!("shuttle {name}: seed {seed} (replay with IDEMDB_SEED={seed})");
     let config = || {
         let mut config = Config::new();
         config.stack_size = 1 << 20;
@@ -140,6 +139,10 @@ impl Engine for ModelEngine {
 
     fn stats(&self) -> EngineStats {
         EngineStats::default()
+    }
+
+    fn check(&self, _report: &mut crate::maintenance::CheckReport) -> Result<()> {
+        Ok(())
     }
 
     fn close(&self) -> Result<()> {

@@ -216,11 +216,16 @@ impl Shared {
     /// A snapshot of the records table as of the last redb commit, shared by readers until
     /// the next one.
     fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_at().map(|(_, table)| table)
+    }
+
+    /// [`snapshot`](Self::snapshot), with the epoch it is at least as new as.
+    fn snapshot_at(&self) -> Result<(u64, Snapshot)> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some((e, table)) = self.snapshot.read().as_ref()
             && *e == epoch
         {
-            return Ok(Arc::clone(table));
+            return Ok((epoch, Arc::clone(table)));
         }
         let db = self.db()?;
         let table = catch_unwind(AssertUnwindSafe(|| -> Result<Snapshot> {
@@ -232,7 +237,7 @@ impl Shared {
         if slot.as_ref().is_none_or(|(e, _)| *e < epoch) {
             *slot = Some((epoch, Arc::clone(&table)));
         }
-        Ok(table)
+        Ok((epoch, table))
     }
 
     /// Runs `f` on the stored bytes of `key` (memtable first, then redb).
@@ -478,6 +483,51 @@ fn recover(
     Journal::resume(io, header, recovered.head, recovered.last_lsn)
 }
 
+/// One page of a scan: up to `limit` stored rows from `table`, merged with the memtable
+/// over the same span.
+fn scan_page(
+    shared: &Shared,
+    table: &Snapshot,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> Result<ScanPage> {
+    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+    let stored = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let range = table
+            .range::<&[u8]>((Bound::Included(start), upper))
+            .map_err(Error::from_redb)?;
+        let mut rows = Vec::new();
+        for entry in range.take(limit) {
+            let (k, v) = entry.map_err(Error::from_redb)?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(rows)
+    }))
+    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+    // A full page covers keys up to its last one; the memtable is merged over the same
+    // span, so the next page starts right after it.
+    let next = (stored.len() == limit)
+        .then(|| stored.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+        .flatten();
+    let merge_end = next.as_deref().or(end);
+    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+    for (key, entry) in shared.memtable.range(start, merge_end) {
+        match entry.value {
+            Some(value) => merged.insert(key.into_vec(), value.to_vec()),
+            None => merged.remove(&*key),
+        };
+    }
+    let rows = merged
+        .into_iter()
+        .map(|(k, v)| {
+            let record = codec::decode(&v);
+            (k, record)
+        })
+        .collect();
+    Ok(ScanPage { rows, next })
+}
+
 impl Engine for JournaledEngine {
     fn read(&self, key: &[u8]) -> Result<Option<Record>> {
         if self.closed.load(Ordering::Acquire) {
@@ -501,41 +551,15 @@ impl Engine for JournaledEngine {
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {
         let shared = &self.shared;
-        let table = shared.snapshot()?;
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let stored = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            let range = table
-                .range::<&[u8]>((Bound::Included(start), upper))
-                .map_err(Error::from_redb)?;
-            let mut rows = Vec::new();
-            for entry in range.take(limit) {
-                let (k, v) = entry.map_err(Error::from_redb)?;
-                rows.push((k.value().to_vec(), v.value().to_vec()));
+        loop {
+            let (epoch, table) = shared.snapshot_at()?;
+            let page = scan_page(shared, &table, start, end, limit)?;
+            // A fold that committed after the snapshot may have taken entries out of the
+            // memtable before they were merged: the page could miss them. Read again.
+            if shared.epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(page);
             }
-            Ok(rows)
-        }))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
-        // A full page covers keys up to its last one; the memtable is merged over the same
-        // span, so the next page starts right after it.
-        let next = (stored.len() == limit)
-            .then(|| stored.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
-            .flatten();
-        let merge_end = next.as_deref().or(end);
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (key, entry) in shared.memtable.range(start, merge_end) {
-            match entry.value {
-                Some(value) => merged.insert(key.into_vec(), value.to_vec()),
-                None => merged.remove(&*key),
-            };
         }
-        let rows = merged
-            .into_iter()
-            .map(|(k, v)| {
-                let record = codec::decode(&v);
-                (k, record)
-            })
-            .collect();
-        Ok(ScanPage { rows, next })
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass> {
@@ -560,6 +584,15 @@ impl Engine for JournaledEngine {
             memtable_records: self.shared.memtable.len() as u64,
             journal_bytes_used: self.shared.journal_used.load(Ordering::Relaxed),
         }
+    }
+
+    fn check(&self, report: &mut crate::maintenance::CheckReport) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        fold::fold_once(&self.shared, false)?;
+        let db = self.shared.db()?;
+        crate::maintenance::guarded(|| crate::maintenance::check_tables(&db, report))
     }
 
     fn close(&self) -> Result<()> {

@@ -71,6 +71,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Counters of the engine's own work.
     fn stats(&self) -> EngineStats;
 
+    /// Folds what is journaled, then checks the records and the expiry index into `report`.
+    fn check(&self, report: &mut crate::maintenance::CheckReport) -> Result<()>;
+
     /// Finishes queued work, makes everything durable, and releases the storage. Later calls
     /// fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&self) -> Result<()>;

@@ -78,8 +78,31 @@ impl Opener {
 
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open_database(&self) -> Result<redb::Database> {
-        if self.backend.is_none() {
-            precheck_file(&self.path, self.options.create)?;
+        let mut backend = None;
+        match &self.backend {
+            None => {
+                if self.options.create && file_creation_unfinished(&self.path)? {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        "the store file was never fully created (a crash during creation); \
+                         creating it again"
+                    );
+                    std::fs::remove_file(&self.path).map_err(Error::from_io)?;
+                }
+                precheck_file(&self.path, self.options.create)?;
+            }
+            Some(factory) => {
+                let storage = factory(StorageRole::Database).map_err(Error::from_io)?;
+                if self.options.create && backend_creation_unfinished(storage.as_ref())? {
+                    tracing::warn!(
+                        store = %self.path.display(),
+                        "the store was never fully created (a crash during creation); \
+                         creating it again"
+                    );
+                    storage.set_len(0).map_err(Error::from_io)?;
+                }
+                backend = Some(storage);
+            }
         }
         let mut builder = redb::Builder::new();
         builder
@@ -88,12 +111,8 @@ impl Opener {
         // redb can panic on some damaged files (its integrity check prevents that, but it is
         // optional); a panic while opening is reported as corruption instead of unwinding
         // into the caller.
-        let opened = catch_unwind(AssertUnwindSafe(|| match &self.backend {
-            Some(factory) => {
-                let backend = factory(StorageRole::Database)
-                    .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
-                builder.create_with_backend(Boxed(backend))
-            }
+        let opened = catch_unwind(AssertUnwindSafe(|| match backend {
+            Some(backend) => builder.create_with_backend(Boxed(backend)),
             None => builder.create(&self.path),
         }));
         let db = match opened {
@@ -107,6 +126,61 @@ impl Opener {
             Err(panic) => Err(corrupt_from_panic(panic.as_ref())),
         }
     }
+}
+
+/// The largest file a creation cut short can leave: redb's initial layout is far smaller.
+const MAX_UNFINISHED_CREATION: u64 = 16 << 20;
+/// redb's header lives in the first page; everything after it is written by commits.
+const HEADER_PAGE: u64 = 4096;
+
+/// Whether a database holds nothing but what an interrupted creation leaves: redb writes
+/// its magic number last, after a header and a resize, so a crash in between leaves a file
+/// whose magic bytes are zero and whose every page after the header is zero. Such a file
+/// never held a record (every store commits its metadata right after creation, which
+/// writes pages past the header), so creating it again loses nothing; any other file
+/// without the magic is refused as before.
+fn creation_unfinished(
+    len: u64,
+    read: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<bool> {
+    if len < REDB_MAGIC.len() as u64 || len > MAX_UNFINISHED_CREATION {
+        return Ok(false);
+    }
+    let mut magic = [0u8; REDB_MAGIC.len()];
+    read(0, &mut magic)?;
+    if magic != [0u8; REDB_MAGIC.len()] {
+        return Ok(false);
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut offset = HEADER_PAGE;
+    while offset < len {
+        let n = chunk.len().min((len - offset) as usize);
+        read(offset, &mut chunk[..n])?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}
+
+fn file_creation_unfinished(path: &Path) -> Result<bool> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(false);
+    };
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let file = std::fs::File::open(path).map_err(Error::from_io)?;
+    creation_unfinished(meta.len(), &mut |offset, out| {
+        std::os::unix::fs::FileExt::read_exact_at(&file, out, offset)
+    })
+    .map_err(Error::from_io)
+}
+
+fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {
+    let len = backend.len().map_err(Error::from_io)?;
+    creation_unfinished(len, &mut |offset, out| backend.read(offset, out)).map_err(Error::from_io)
 }
 
 /// Refuses paths that must never become a store: a directory, an empty file (most likely a

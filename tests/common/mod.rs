@@ -242,3 +242,25 @@ pub fn failing_store(
         .expect("open failing store");
     (store, fault)
 }
+
+/// The seed of a randomized test: `IDEMDB_SEED` replays one; otherwise a fresh one, which
+/// the test prints (with how to replay it) when it fails.
+pub fn seed() -> u64 {
+    std::env::var("IDEMDB_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x9e37_79b9_7f4a_7c15)
+        })
+}
+
+/// A count from the environment (the soak command raises them), or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,290 @@
+//! Running store calls off the async executor, the claim held while a handler runs, and
+//! the room where duplicates of a request in progress wait for it without a thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::service::Shared;
+use crate::claim::{Claim, CompleteError, Completion};
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+/// Runs a blocking store call on tokio's blocking pool.
+pub(crate) async fn offload<T, F>(job: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Error::Internal {
+            detail: format!("a blocking store call did not finish: {e}"),
+        })?
+}
+
+/// Where waiters for a key in progress are woken when its holder in this process ends its
+/// claim. A waiter also wakes on a timer, for holders in other processes.
+#[derive(Default)]
+pub(crate) struct WaitRoom {
+    rooms: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+fn room_id(scope: &str, key: &str) -> String {
+    // Neither a scope nor a key may hold a control character, so NUL separates them.
+    format!("{scope}\0{key}")
+}
+
+impl WaitRoom {
+    /// Starts waiting for (scope, key).
+    pub(crate) fn join(self: &Arc<Self>, scope: &str, key: &str) -> WaitTicket {
+        let id = room_id(scope, key);
+        let notify = Arc::clone(self.rooms.lock().entry(id.clone()).or_default());
+        WaitTicket {
+            room: Arc::clone(self),
+            id,
+            notify: Some(notify),
+        }
+    }
+
+    /// Wakes everyone waiting for (scope, key).
+    pub(crate) fn notify(&self, scope: &str, key: &str) {
+        if let Some(notify) = self.rooms.lock().get(&room_id(scope, key)) {
+            notify.notify_waiters();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.rooms.lock().len()
+    }
+}
+
+/// A waiter's place in a room; the last one to leave removes the room.
+pub(crate) struct WaitTicket {
+    room: Arc<WaitRoom>,
+    id: String,
+    notify: Option<Arc<Notify>>,
+}
+
+impl WaitTicket {
+    /// The room's notification (a clone: drop it before the ticket).
+    pub(crate) fn notify(&self) -> Option<Arc<Notify>> {
+        self.notify.clone()
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        let mut rooms = self.room.rooms.lock();
+        // Counted and dropped under the lock, so two tickets leaving at once cannot both
+        // see the other one and leave the room behind.
+        if let Some(notify) = self.notify.take()
+            && Arc::strong_count(&notify) == 2
+        {
+            rooms.remove(&self.id);
+        }
+    }
+}
+
+/// The claim of a request, from the moment `begin` grants it. Every way out ends the claim
+/// on the blocking pool and then wakes the waiters: `complete`, `release`, `abandon`, or
+/// being dropped (a panic, a cancelled future). A dropped guard whose handler had started
+/// abandons the claim (the outcome is unknown); one whose handler never started releases it
+/// (nothing happened, so a retry may run at once).
+pub(crate) struct ClaimGuard {
+    claim: Option<Claim>,
+    shared: Arc<Shared>,
+    scope: String,
+    key: String,
+    started: bool,
+}
+
+impl ClaimGuard {
+    /// Guards a claim whose handler has not started yet.
+    pub(crate) fn new(claim: Claim, shared: Arc<Shared>, scope: String, key: String) -> Self {
+        ClaimGuard {
+            claim: Some(claim),
+            shared,
+            scope,
+            key,
+            started: false,
+        }
+    }
+
+    /// From now on the handler may have acted: a drop abandons the claim.
+    pub(crate) fn start(mut self) -> Self {
+        self.started = true;
+        self
+    }
+
+    /// The claim, to read its attempt and recovery flags.
+    pub(crate) fn claim(&self) -> Option<&Claim> {
+        self.claim.as_ref()
+    }
+
+    pub(crate) fn expires_at(&self) -> Option<Timestamp> {
+        self.claim.as_ref().and_then(Claim::expires_at)
+    }
+
+    /// Runs `end` on the claim on the blocking pool, then wakes the waiters.
+    async fn end<T, F>(mut self, end: F) -> Result<T>
+    where
+        F: FnOnce(Claim) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(claim) = self.claim.take() else {
+            return Err(Error::Internal {
+                detail: "the claim was already ended".to_owned(),
+            });
+        };
+        let shared = Arc::clone(&self.shared);
+        let (scope, key) = (self.scope.clone(), self.key.clone());
+        offload(move || {
+            let result = end(claim);
+            shared.room.notify(&scope, &key);
+            result
+        })
+        .await
+    }
+
+    /// Stores the response. If that fails, the claim (when it comes back) is dropped on
+    /// the blocking pool, which abandons it: the handler ran, so the key must not be freed.
+    pub(crate) async fn complete(self, response: Vec<u8>) -> Result<Completion> {
+        self.end(move |claim| {
+            claim
+                .complete(response)
+                .map_err(|CompleteError { error, claim }| {
+                    drop(claim);
+                    error
+                })
+        })
+        .await
+    }
+
+    pub(crate) async fn release(self) -> Result<()> {
+        self.end(Claim::release).await
+    }
+
+    pub(crate) async fn abandon(self) -> Result<()> {
+        self.end(Claim::abandon).await
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let (scope, key) = (
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+        );
+        let started = self.started;
+        let end = move || {
+            if started {
+                tracing::warn!(
+                    %scope, %key,
+                    "the handler of an idempotent request stopped without an outcome (a panic \
+                     or a cancelled future); its claim is abandoned"
+                );
+                drop(claim); // abandons, which commits: never on an async thread
+            } else if let Err(error) = claim.release() {
+                // A failed release abandons the claim: still no second run without a policy.
+                tracing::warn!(%error, %scope, %key, "releasing the claim of a request that went away before its handler ran failed");
+            }
+            shared.room.notify(&scope, &key);
+        };
+        match tokio::runtime::Handle::try_current() {
+            // If the runtime is shutting down the job is dropped unrun, and the claim with
+            // it, which abandons it where it is: there is no executor left to block.
+            Ok(runtime) => drop(runtime.spawn_blocking(end)),
+            Err(_) => end(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_waiter_out_removes_the_room() {
+        let room = Arc::new(WaitRoom::default());
+        let a = room.join("s", "k");
+        let b = room.join("s", "k");
+        let other = room.join("s", "k2");
+        assert_eq!(room.len(), 2);
+        drop(a);
+        assert_eq!(room.len(), 2);
+        drop(b);
+        assert_eq!(room.len(), 1);
+        drop(other);
+        assert_eq!(room.len(), 0);
+    }
+
+    /// A claim guarded as `begin` hands it out, and the store to check it in.
+    fn guarded(key: &str) -> (crate::Store, ClaimGuard) {
+        let store = crate::Store::builder()
+            .sweep_interval(None)
+            .open_in_memory()
+            .expect("store");
+        let shared = super::super::IdempotencyLayer::new(store.clone()).shared();
+        let fingerprint = crate::Fingerprint::of(b"request");
+        let claim = match store.begin("s", key, fingerprint).expect("begin") {
+            crate::Begin::Execute(claim) => claim,
+            other => panic!("expected an execution, got {other:?}"),
+        };
+        let guard = ClaimGuard::new(claim, shared, "s".to_owned(), key.to_owned());
+        (store, guard)
+    }
+
+    /// Waits (on the runtime, without blocking it) until the record of `key` is `state`.
+    async fn until_state(store: &crate::Store, key: &str, state: Option<crate::StateKind>) {
+        let look = || {
+            let store = store.clone();
+            let key = key.to_owned();
+            offload(move || Ok(store.get("s", &key)?.map(|r| r.kind(store.now()))))
+        };
+        let wait = async {
+            while look().await.expect("get") != state {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .expect("the record reached the expected state");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_before_its_handler_started_releases_the_key() {
+        let (store, guard) = guarded("never-ran");
+        drop(guard);
+        until_state(&store, "never-ran", None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_after_its_handler_started_abandons_the_claim() {
+        let (store, guard) = guarded("ran");
+        drop(guard.start());
+        until_state(&store, "ran", Some(crate::StateKind::Abandoned)).await;
+    }
+
+    #[tokio::test]
+    async fn notify_wakes_an_enabled_waiter() {
+        let room = Arc::new(WaitRoom::default());
+        let ticket = room.join("s", "k");
+        let notify = ticket.notify().expect("notify");
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        room.notify("s", "other");
+        room.notify("s", "k");
+        tokio::time::timeout(std::time::Duration::from_secs(10), notified)
+            .await
+            .expect("woken");
+    }
+}
