@@ -1,0 +1,69 @@
+//! The workloads W1–W5, written once against the [`System`](crate::system::System) and
+//! [`Session`](crate::system::Session) traits. Each checks every answer it gets: a wrong
+//! one is an error that fails the run.
+
+pub mod w1;
+pub mod w2;
+pub mod w3;
+pub mod w4;
+pub mod w5;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+
+use crate::keys::Request;
+use crate::system::{Claimed, Session};
+
+/// What every workload needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The seed of every key stream.
+    pub seed: u64,
+    /// How long one measurement of W1, W2, W3 and W5 lasts.
+    pub duration: Duration,
+    /// Completed records in every store before measuring (W3 replays them).
+    pub records: u64,
+    /// Expired records W4 sweeps.
+    pub expiring: u64,
+    /// The thread counts of W2.
+    pub w2_threads: Vec<usize>,
+    /// The threads racing for each key in W5.
+    pub w5_threads: usize,
+    /// W5 stops after this many rounds even if time is left.
+    pub w5_max_rounds: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The workload numbers used in key stream ids.
+pub mod stream {
+    /// W1's keys.
+    pub const W1: u32 = 1;
+    /// W2's keys (plus the thread count, so each W2 variant has its own).
+    pub const W2: u32 = 1000;
+    /// W4's expired records.
+    pub const W4_EXPIRING: u32 = 4;
+    /// W4's concurrent claims.
+    pub const W4_CLAIMS: u32 = 5;
+    /// W5's raced keys.
+    pub const W5: u32 = 6;
+}
+
+/// One idempotent request cycle on a fresh key: the claim must win, then the response is
+/// stored. Both are durable before they return.
+pub fn cycle<S: Session>(session: &mut S, request: &Request) -> Result<()> {
+    match session.claim(&request.key, &request.fp, now_ms())? {
+        Claimed::Won(claim) => session.complete(claim, &request.response),
+        Claimed::Taken { .. } => bail!(
+            "wrong answer: the claim of the fresh key {} was not granted",
+            request.key
+        ),
+    }
+}
