@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use crate::keys::{KeyStream, RETENTION_MS};
 use crate::servers::postgres::PostgresServer;
@@ -103,11 +103,17 @@ impl System for Postgres {
     fn prefill(&mut self, keys: KeyStream, count: u64, now_ms: u64) -> Result<()> {
         self.copy_completed(keys, count, now_ms, now_ms + RETENTION_MS)?;
         let mut client = self.server.connect()?;
-        client.batch_execute(
-            "CREATE INDEX IF NOT EXISTS idem_expires ON idem (expires_at);
-             VACUUM ANALYZE idem;
-             CHECKPOINT;",
-        )?;
+        // One statement per call: VACUUM refuses to run in the implicit transaction of a
+        // multi-statement query.
+        for statement in [
+            "CREATE INDEX IF NOT EXISTS idem_expires ON idem (expires_at)",
+            "VACUUM ANALYZE idem",
+            "CHECKPOINT",
+        ] {
+            client
+                .batch_execute(statement)
+                .with_context(|| format!("PostgreSQL: {statement}"))?;
+        }
         Ok(())
     }
 
