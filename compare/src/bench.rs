@@ -57,7 +57,12 @@ pub trait Bench {
     /// Fills the store with `config.records` completed records; returns how long it took.
     fn prefill(&mut self, config: &Config) -> Result<Duration>;
     /// Runs one workload once; returns the rows it measured.
-    fn measure(&mut self, workload: Workload, config: &Config, run: u32) -> Result<Vec<(Row, Value)>>;
+    fn measure(
+        &mut self,
+        workload: Workload,
+        config: &Config,
+        run: u32,
+    ) -> Result<Vec<(Row, Value)>>;
     /// Anything to print after the table.
     fn notes(&self) -> Option<String>;
 }
@@ -92,7 +97,12 @@ impl<S: System> Bench for Driver<S> {
         Ok(started.elapsed())
     }
 
-    fn measure(&mut self, workload: Workload, config: &Config, run: u32) -> Result<Vec<(Row, Value)>> {
+    fn measure(
+        &mut self,
+        workload: Workload,
+        config: &Config,
+        run: u32,
+    ) -> Result<Vec<(Row, Value)>> {
         self.system.set_time(now_ms());
         let name = self.name;
         let context = move || format!("{name}: {workload:?} (run {run})");

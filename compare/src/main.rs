@@ -167,7 +167,10 @@ fn run(args: Args) -> Result<()> {
         let mut chosen = args
             .only
             .iter()
-            .map(|w| Workload::parse(w).with_context(|| format!("--only: unknown workload {w:?} (W1…W5)")))
+            .map(|w| {
+                Workload::parse(w)
+                    .with_context(|| format!("--only: unknown workload {w:?} (W1…W5)"))
+            })
             .collect::<Result<Vec<_>>>()?;
         chosen.sort();
         chosen.dedup();
@@ -231,7 +234,11 @@ fn run(args: Args) -> Result<()> {
     for bench in &mut benches {
         eprintln!("prefilling {} with {} records…", bench.name(), args.records);
         let took = bench.prefill(&config)?;
-        eprintln!("  {}: prefill took {:.1} s", bench.name(), took.as_secs_f64());
+        eprintln!(
+            "  {}: prefill took {:.1} s",
+            bench.name(),
+            took.as_secs_f64()
+        );
         results.add(Row::Prefill, bench.name(), Value::Num(took.as_secs_f64()));
     }
     for run in 1..=args.runs {
@@ -282,13 +289,16 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The systems opened, and a line for each one skipped saying why.
+type Started = (Vec<Box<dyn Bench>>, Vec<String>);
+
 /// Opens every chosen system (starting private servers); the second list says which were
 /// skipped and why.
 fn start_systems(
     names: &[SystemName],
     args: &Args,
     dir: &std::path::Path,
-) -> Result<(Vec<Box<dyn Bench>>, Vec<String>)> {
+) -> Result<Started> {
     use crate::systems::{idemdb::Idemdb, postgres::Postgres, redb::Redb, redis::Redis, sqlite};
     let mut benches: Vec<Box<dyn Bench>> = Vec::new();
     let mut skipped = Vec::new();

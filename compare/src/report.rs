@@ -72,7 +72,9 @@ pub enum Value {
 /// Thousands separators, `decimals` digits after the point.
 pub fn group(v: f64, decimals: usize) -> String {
     let text = format!("{v:.decimals$}");
-    let (int, frac) = text.split_once('.').map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
     let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -141,7 +143,12 @@ pub struct Table {
 
 /// Builds the table from the medians. `systems` in column order; ratio columns appear when
 /// idemdb and at least one peer were measured.
-pub fn table(results: &Results, systems: &[&'static str], records: u64, w5_threads: usize) -> Table {
+pub fn table(
+    results: &Results,
+    systems: &[&'static str],
+    records: u64,
+    w5_threads: usize,
+) -> Table {
     let peers: Vec<&'static str> = systems.iter().copied().filter(|s| *s != "idemdb").collect();
     let with_ratios = systems.contains(&"idemdb") && !peers.is_empty();
     let mut header = vec!["workload".to_owned()];
@@ -181,7 +188,11 @@ pub fn table(results: &Results, systems: &[&'static str], records: u64, w5_threa
                 })
                 .collect();
             let best = theirs.iter().flatten().copied().reduce(|a, b| {
-                if row.higher_is_better() { a.max(b) } else { a.min(b) }
+                if row.higher_is_better() {
+                    a.max(b)
+                } else {
+                    a.min(b)
+                }
             });
             let ratio = |peer: Option<f64>| match (ours, peer) {
                 (Some(o), Some(p)) if o > 0.0 && p > 0.0 => {
@@ -284,8 +295,11 @@ pub fn machine(data_dir: &Path) -> Vec<String> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_owned())
+            })
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let memory = std::fs::read_to_string("/proc/meminfo")

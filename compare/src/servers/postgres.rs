@@ -92,10 +92,16 @@ impl PostgresServer {
             running: false,
         };
         let mut initdb = server.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&server.data)
-            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+        initdb.arg("-D").arg(&server.data).args([
+            "-U",
+            SUPERUSER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        ]);
         run(&mut initdb, "initdb")?;
         let mut last_error = None;
         for _ in 0..3 {
@@ -135,7 +141,10 @@ impl PostgresServer {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() > Duration::from_secs(30) => {
                     self.stop();
-                    bail!("PostgreSQL does not accept connections: {e:#}\n{}", log_tail(&log));
+                    bail!(
+                        "PostgreSQL does not accept connections: {e:#}\n{}",
+                        log_tail(&log)
+                    );
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }

@@ -43,7 +43,14 @@ impl RedisServer {
         let child = Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--protected-mode", "yes", "--daemonize", "no"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -62,7 +69,10 @@ impl RedisServer {
         let started = Instant::now();
         loop {
             if let Some(status) = server.child.try_wait()? {
-                bail!("redis-server exited at start ({status}):\n{}", log_tail(&log));
+                bail!(
+                    "redis-server exited at start ({status}):\n{}",
+                    log_tail(&log)
+                );
             }
             if let Ok(mut conn) = client.get_connection() {
                 let info: String = redis::cmd("INFO").arg("server").query(&mut conn)?;
@@ -70,7 +80,10 @@ impl RedisServer {
                 return Ok(server);
             }
             if started.elapsed() > Duration::from_secs(20) {
-                bail!("redis-server did not answer within 20 s:\n{}", log_tail(&log));
+                bail!(
+                    "redis-server did not answer within 20 s:\n{}",
+                    log_tail(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -87,7 +87,10 @@ fn write_records(
                                         r.response,
                                     );
                                     if !store.import(SCOPE, &r.key, record, false)? {
-                                        bail!("idemdb: import of fresh key {} wrote nothing", r.key);
+                                        bail!(
+                                            "idemdb: import of fresh key {} wrote nothing",
+                                            r.key
+                                        );
                                     }
                                 }
                                 PrefillMethod::Cycle => match store.begin(SCOPE, &r.key, fp)? {
@@ -125,7 +128,9 @@ impl System for Idemdb {
     /// writer still group-commits, but skips every sync), closes it (which makes everything
     /// durable) and reopens the measured configuration, which verifies the file.
     fn prefill(&mut self, keys: KeyStream, count: u64, now_ms: u64) -> Result<()> {
-        self.store.close().context("closing idemdb before the prefill")?;
+        self.store
+            .close()
+            .context("closing idemdb before the prefill")?;
         self.clock.set(Timestamp::from_millis(now_ms));
         let fast = Store::builder()
             .sweep_interval(None)

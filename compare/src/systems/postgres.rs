@@ -57,9 +57,22 @@ impl Postgres {
         Ok(Postgres { server, version })
     }
 
-    fn copy_completed(&self, keys: KeyStream, count: u64, created: u64, expires: u64) -> Result<()> {
+    fn copy_completed(
+        &self,
+        keys: KeyStream,
+        count: u64,
+        created: u64,
+        expires: u64,
+    ) -> Result<()> {
         let mut client = self.server.connect()?;
-        let types = [Type::TEXT, Type::BYTEA, Type::INT2, Type::BYTEA, Type::INT8, Type::INT8];
+        let types = [
+            Type::TEXT,
+            Type::BYTEA,
+            Type::INT2,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+        ];
         let (created, expires) = (ms(created)?, ms(expires)?);
         let mut start = 0;
         while start < count {
@@ -117,7 +130,13 @@ impl System for Postgres {
         Ok(())
     }
 
-    fn insert_expiring(&mut self, keys: KeyStream, count: u64, created_ms: u64, expires_ms: u64) -> Result<()> {
+    fn insert_expiring(
+        &mut self,
+        keys: KeyStream,
+        count: u64,
+        created_ms: u64,
+        expires_ms: u64,
+    ) -> Result<()> {
         self.copy_completed(keys, count, created_ms, expires_ms)
     }
 
@@ -173,7 +192,10 @@ impl Session for PostgresSession {
             .client
             .execute(&self.complete, &[&claim.key, &response, &claim.created])?;
         if changed != 1 {
-            bail!("PostgreSQL: completing {} updated {changed} rows", claim.key);
+            bail!(
+                "PostgreSQL: completing {} updated {changed} rows",
+                claim.key
+            );
         }
         Ok(())
     }

@@ -19,8 +19,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use crate::keys::{KeyStream, RETENTION_MS};
 use crate::system::{Claimed, Lookup, Session, System};
 
+/// A stored record: (fingerprint, state, created_at ms, expires_at ms, response).
+type Row = ([u8; 32], u8, u64, u64, &'static [u8]);
+/// The records table, open in a write transaction.
+type RecordsTable<'txn> = Table<'txn, &'static str, Row>;
+
 /// key → (fingerprint, state, created_at ms, expires_at ms, response).
-const RECORDS: TableDefinition<&str, ([u8; 32], u8, u64, u64, &[u8])> =
+const RECORDS: TableDefinition<&str, Row> =
     TableDefinition::new("records");
 /// (expires_at ms, key) → (): what the sweep walks.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
@@ -94,7 +99,13 @@ impl Redb {
         Ok(tx)
     }
 
-    fn insert_completed(&self, keys: KeyStream, range: Range<u64>, created: u64, expires: u64) -> Result<()> {
+    fn insert_completed(
+        &self,
+        keys: KeyStream,
+        range: Range<u64>,
+        created: u64,
+        expires: u64,
+    ) -> Result<()> {
         let mut start = range.start;
         while start < range.end {
             crate::check_interrupted()?;
@@ -134,7 +145,7 @@ impl Drop for Redb {
 
 /// Applies a claim in `txn`: wins if the key is absent or its record has expired.
 fn apply_claim(
-    records: &mut Table<&str, ([u8; 32], u8, u64, u64, &[u8])>,
+    records: &mut RecordsTable<'_>,
     expiry: &mut Table<(u64, &str), ()>,
     claim: &RedbClaim,
     now: u64,
@@ -162,7 +173,7 @@ fn apply_claim(
 
 /// Applies a completion in `txn`: the record must still be this claim's, in flight.
 fn apply_complete(
-    records: &mut Table<&str, ([u8; 32], u8, u64, u64, &[u8])>,
+    records: &mut RecordsTable<'_>,
     claim: &RedbClaim,
     response: &[u8],
 ) -> Result<bool> {
@@ -228,7 +239,9 @@ fn batch_writer(db: &Database, rx: &mpsc::Receiver<Job>) {
             }
             Err(e) => {
                 for job in &jobs {
-                    let _ = job.reply.send(Err(format!("redb batch commit failed: {e:#}")));
+                    let _ = job
+                        .reply
+                        .send(Err(format!("redb batch commit failed: {e:#}")));
                 }
             }
         }
@@ -254,7 +267,13 @@ impl System for Redb {
         self.insert_completed(keys, 0..count, now_ms, now_ms + RETENTION_MS)
     }
 
-    fn insert_expiring(&mut self, keys: KeyStream, count: u64, created_ms: u64, expires_ms: u64) -> Result<()> {
+    fn insert_expiring(
+        &mut self,
+        keys: KeyStream,
+        count: u64,
+        created_ms: u64,
+        expires_ms: u64,
+    ) -> Result<()> {
         self.insert_completed(keys, 0..count, created_ms, expires_ms)
     }
 
@@ -268,10 +287,12 @@ impl System for Redb {
                 let due: Vec<(u64, String)> = expiry
                     .range(..(now_ms + 1, ""))?
                     .take(SWEEP_BATCH)
-                    .map(|entry| entry.map(|(k, _)| {
-                        let (at, key) = k.value();
-                        (at, key.to_owned())
-                    }))
+                    .map(|entry| {
+                        entry.map(|(k, _)| {
+                            let (at, key) = k.value();
+                            (at, key.to_owned())
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 for (at, key) in &due {
                     expiry.remove((*at, key.as_str()))?;

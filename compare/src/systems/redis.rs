@@ -79,7 +79,8 @@ impl System for Redis {
                     .arg(RETENTION_MS)
                     .ignore();
             }
-            pipe.query::<()>(&mut conn).context("Redis prefill pipeline")?;
+            pipe.query::<()>(&mut conn)
+                .context("Redis prefill pipeline")?;
             start = end;
         }
         self.server.rewrite_aof(&mut conn)

@@ -93,7 +93,13 @@ impl Sqlite {
             .is_some())
     }
 
-    fn insert_completed(&self, keys: KeyStream, count: u64, created: u64, expires: u64) -> Result<()> {
+    fn insert_completed(
+        &self,
+        keys: KeyStream,
+        count: u64,
+        created: u64,
+        expires: u64,
+    ) -> Result<()> {
         let mut conn = self.connect()?;
         let mut start = 0;
         while start < count {
@@ -149,13 +155,22 @@ impl System for Sqlite {
         Ok(())
     }
 
-    fn insert_expiring(&mut self, keys: KeyStream, count: u64, created_ms: u64, expires_ms: u64) -> Result<()> {
+    fn insert_expiring(
+        &mut self,
+        keys: KeyStream,
+        count: u64,
+        created_ms: u64,
+        expires_ms: u64,
+    ) -> Result<()> {
         self.insert_completed(keys, count, created_ms, expires_ms)
     }
 
     fn sweep(&self, now_ms: u64) -> Result<u64> {
         let conn = self.connect()?;
-        let deleted = conn.execute("DELETE FROM idem WHERE expires_at <= ?1", params![ms(now_ms)?])?;
+        let deleted = conn.execute(
+            "DELETE FROM idem WHERE expires_at <= ?1",
+            params![ms(now_ms)?],
+        )?;
         Ok(deleted as u64)
     }
 
@@ -187,10 +202,12 @@ impl Session for SqliteSession {
 
     fn claim(&mut self, key: &str, fp: &[u8; 32], now_ms: u64) -> Result<Claimed<SqliteClaim>> {
         let created = ms(now_ms)?;
-        let changed = self
-            .conn
-            .prepare_cached(CLAIM)?
-            .execute(params![key, &fp[..], created, ms(now_ms + RETENTION_MS)?])?;
+        let changed = self.conn.prepare_cached(CLAIM)?.execute(params![
+            key,
+            &fp[..],
+            created,
+            ms(now_ms + RETENTION_MS)?
+        ])?;
         Ok(if changed == 1 {
             Claimed::Won(SqliteClaim {
                 key: key.to_owned(),
@@ -202,10 +219,11 @@ impl Session for SqliteSession {
     }
 
     fn complete(&mut self, claim: SqliteClaim, response: &[u8]) -> Result<()> {
-        let changed = self
-            .conn
-            .prepare_cached(COMPLETE)?
-            .execute(params![claim.key, response, claim.created])?;
+        let changed = self.conn.prepare_cached(COMPLETE)?.execute(params![
+            claim.key,
+            response,
+            claim.created
+        ])?;
         if changed != 1 {
             bail!("SQLite: completing {} updated {changed} rows", claim.key);
         }

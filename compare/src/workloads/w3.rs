@@ -33,7 +33,10 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32) -> Result<f64> {
             match session.replay(&request.key, &request.fp, now)? {
                 Lookup::Replay(response) if response == request.response => {}
                 Lookup::Replay(_) => {
-                    bail!("wrong answer: the replay of {} returned other bytes than stored", request.key)
+                    bail!(
+                        "wrong answer: the replay of {} returned other bytes than stored",
+                        request.key
+                    )
                 }
                 other => bail!(
                     "wrong answer: the replay of the completed key {} found {other:?}",
@@ -41,7 +44,7 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32) -> Result<f64> {
                 ),
             }
             reads += 1;
-            if reads % 1024 == 0 {
+            if reads.is_multiple_of(1024) {
                 crate::check_interrupted()?;
                 now = now_ms();
                 if started.elapsed() >= config.duration {

@@ -106,7 +106,9 @@ fn race<S: Session>(
             winners.fetch_add(1, Ordering::SeqCst);
             session.complete(claim, &request.response)
         }
-        Claimed::Taken { replayed: Some(bytes) } if bytes != request.response => bail!(
+        Claimed::Taken {
+            replayed: Some(bytes),
+        } if bytes != request.response => bail!(
             "wrong answer: a losing claim of {} was replayed other bytes than the winner stored",
             request.key
         ),
