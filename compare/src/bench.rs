@@ -10,7 +10,7 @@ use crate::report::{Row, Value};
 use crate::system::{SweepSupport, System};
 use crate::workloads::{self, Config, now_ms};
 
-/// A workload selectable with `--only`.
+/// A workload selectable with `--workloads`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Workload {
     /// One thread, claim + complete.
@@ -121,7 +121,8 @@ impl<S: System> Bench for Driver<S> {
                 rows
             }
             Workload::W3 => {
-                let rate = workloads::w3::run(&self.system, config, run).with_context(context)?;
+                let rate =
+                    workloads::w3::run(&mut self.system, config, run).with_context(context)?;
                 vec![(Row::W3, Value::Num(rate))]
             }
             Workload::W4 => match self.system.sweep_support() {

@@ -51,7 +51,7 @@ pub trait Session: Send {
 
 /// Whether a system has a sweep of expired records to measure.
 pub enum SweepSupport {
-    /// It does: `insert_expiring` and `sweep` work.
+    /// It does: `sweep` works.
     Supported,
     /// It does not; the reason is printed under the table.
     NotApplicable(&'static str),
@@ -80,8 +80,10 @@ pub trait System: Send + Sync {
     }
 
     /// Stores `count` completed records, keys `0..count` of `keys`, created at `created_ms`
-    /// and expiring at `expires_ms` (W4's set-up; not timed).
-    fn insert_expiring(
+    /// and expiring at `expires_ms`, in bulk: the set-up of W3 on an empty store and of W4
+    /// (not timed). When it returns the records are where a long-lived store keeps them
+    /// (idemdb: folded into the database, not only journaled).
+    fn insert_completed(
         &mut self,
         keys: KeyStream,
         count: u64,

@@ -23,7 +23,8 @@ impl RedisServer {
     }
 
     /// Starts a server with its data in `dir` (created): AOF on, fsync at every write,
-    /// no RDB snapshots (the AOF is the durability; a snapshot fork would disturb timings).
+    /// no RDB snapshots and no automatic AOF rewrites (the AOF is the durability; a fork
+    /// would disturb timings).
     pub fn start(binary: &Path, dir: &Path) -> Result<RedisServer> {
         std::fs::create_dir_all(dir)?;
         let mut last_error = None;
@@ -51,6 +52,9 @@ impl RedisServer {
                 "--save",
                 "",
             ])
+            // No automatic AOF rewrites in the middle of a measurement: the prefill ends
+            // with one, explicitly.
+            .args(["--auto-aof-rewrite-percentage", "0"])
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -101,7 +105,13 @@ impl RedisServer {
 
     /// Rewrites the AOF now and waits for it, so no rewrite runs during measurements.
     pub fn rewrite_aof(&self, conn: &mut redis::Connection) -> Result<()> {
-        let _: String = redis::cmd("BGREWRITEAOF").query(conn)?;
+        // A rewrite already running (or scheduled) is as good as ours: wait for it.
+        let asked: redis::RedisResult<String> = redis::cmd("BGREWRITEAOF").query(conn);
+        if let Err(e) = asked
+            && !e.to_string().contains("already in progress")
+        {
+            return Err(e).context("Redis BGREWRITEAOF");
+        }
         let started = Instant::now();
         loop {
             crate::check_interrupted()?;

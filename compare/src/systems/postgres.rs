@@ -130,7 +130,7 @@ impl System for Postgres {
         Ok(())
     }
 
-    fn insert_expiring(
+    fn insert_completed(
         &mut self,
         keys: KeyStream,
         count: u64,

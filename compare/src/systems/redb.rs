@@ -25,8 +25,7 @@ type Row = ([u8; 32], u8, u64, u64, &'static [u8]);
 type RecordsTable<'txn> = Table<'txn, &'static str, Row>;
 
 /// key → (fingerprint, state, created_at ms, expires_at ms, response).
-const RECORDS: TableDefinition<&str, Row> =
-    TableDefinition::new("records");
+const RECORDS: TableDefinition<&str, Row> = TableDefinition::new("records");
 /// (expires_at ms, key) → (): what the sweep walks.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
@@ -99,7 +98,7 @@ impl Redb {
         Ok(tx)
     }
 
-    fn insert_completed(
+    fn bulk_insert(
         &self,
         keys: KeyStream,
         range: Range<u64>,
@@ -264,17 +263,17 @@ impl System for Redb {
     }
 
     fn prefill(&mut self, keys: KeyStream, count: u64, now_ms: u64) -> Result<()> {
-        self.insert_completed(keys, 0..count, now_ms, now_ms + RETENTION_MS)
+        self.bulk_insert(keys, 0..count, now_ms, now_ms + RETENTION_MS)
     }
 
-    fn insert_expiring(
+    fn insert_completed(
         &mut self,
         keys: KeyStream,
         count: u64,
         created_ms: u64,
         expires_ms: u64,
     ) -> Result<()> {
-        self.insert_completed(keys, 0..count, created_ms, expires_ms)
+        self.bulk_insert(keys, 0..count, created_ms, expires_ms)
     }
 
     fn sweep(&self, now_ms: u64) -> Result<u64> {

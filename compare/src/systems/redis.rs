@@ -39,6 +39,17 @@ impl Redis {
     }
 }
 
+/// `CONFIG SET appendfsync MODE`.
+fn set_appendfsync(conn: &mut Connection, mode: &str) -> Result<()> {
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg(mode)
+        .query(conn)
+        .with_context(|| format!("Redis CONFIG SET appendfsync {mode}"))?;
+    Ok(())
+}
+
 fn record_key(key: &str) -> String {
     format!("idem:{key}")
 }
@@ -61,9 +72,26 @@ impl System for Redis {
         })
     }
 
-    /// Pipelined `SET … PX`, then an AOF rewrite (waited for) so that no rewrite of the
+    /// Pipelined `SET … PXAT`, then an AOF rewrite (waited for) so that no rewrite of the
     /// prefill runs during the measurements.
+    ///
+    /// The AOF is not synced during the prefill itself (`appendfsync no`); `always` is set
+    /// again before the rewrite, and the rewritten AOF is synced before it replaces the old.
     fn prefill(&mut self, keys: KeyStream, count: u64, now_ms: u64) -> Result<()> {
+        let mut conn = self.connect()?;
+        set_appendfsync(&mut conn, "no")?;
+        self.insert_completed(keys, count, now_ms, now_ms + RETENTION_MS)?;
+        set_appendfsync(&mut conn, "always")?;
+        self.server.rewrite_aof(&mut conn)
+    }
+
+    fn insert_completed(
+        &mut self,
+        keys: KeyStream,
+        count: u64,
+        created_ms: u64,
+        expires_ms: u64,
+    ) -> Result<()> {
         let mut conn = self.connect()?;
         let mut start = 0;
         while start < count {
@@ -74,26 +102,22 @@ impl System for Redis {
                 let r = keys.request(i);
                 pipe.cmd("SET")
                     .arg(record_key(&r.key))
-                    .arg(encode(&r.fp, COMPLETED, now_ms, &r.response))
-                    .arg("PX")
-                    .arg(RETENTION_MS)
+                    .arg(encode(&r.fp, COMPLETED, created_ms, &r.response))
+                    .arg("PXAT")
+                    .arg(expires_ms)
                     .ignore();
             }
             pipe.query::<()>(&mut conn)
-                .context("Redis prefill pipeline")?;
+                .context("Redis bulk SET pipeline")?;
             start = end;
         }
-        self.server.rewrite_aof(&mut conn)
+        Ok(())
     }
 
     fn sweep_support(&self) -> SweepSupport {
         SweepSupport::NotApplicable(
             "Redis expires keys itself (TTL: lazily on access and by active sampling); there is no sweep to run or count",
         )
-    }
-
-    fn insert_expiring(&mut self, _: KeyStream, _: u64, _: u64, _: u64) -> Result<()> {
-        bail!("Redis has no sweep workload")
     }
 
     fn sweep(&self, _now_ms: u64) -> Result<u64> {

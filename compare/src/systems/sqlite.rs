@@ -93,13 +93,7 @@ impl Sqlite {
             .is_some())
     }
 
-    fn insert_completed(
-        &self,
-        keys: KeyStream,
-        count: u64,
-        created: u64,
-        expires: u64,
-    ) -> Result<()> {
+    fn bulk_insert(&self, keys: KeyStream, count: u64, created: u64, expires: u64) -> Result<()> {
         let mut conn = self.connect()?;
         let mut start = 0;
         while start < count {
@@ -146,7 +140,7 @@ impl System for Sqlite {
 
     /// Bulk transactions of sorted keys; the expiry index is built after the load.
     fn prefill(&mut self, keys: KeyStream, count: u64, now_ms: u64) -> Result<()> {
-        self.insert_completed(keys, count, now_ms, now_ms + RETENTION_MS)?;
+        self.bulk_insert(keys, count, now_ms, now_ms + RETENTION_MS)?;
         let conn = self.connect()?;
         if !Self::has_index(&conn)? {
             conn.execute_batch("CREATE INDEX idem_expires ON idem (expires_at);")?;
@@ -155,14 +149,14 @@ impl System for Sqlite {
         Ok(())
     }
 
-    fn insert_expiring(
+    fn insert_completed(
         &mut self,
         keys: KeyStream,
         count: u64,
         created_ms: u64,
         expires_ms: u64,
     ) -> Result<()> {
-        self.insert_completed(keys, count, created_ms, expires_ms)
+        self.bulk_insert(keys, count, created_ms, expires_ms)
     }
 
     fn sweep(&self, now_ms: u64) -> Result<u64> {

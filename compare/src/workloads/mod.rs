@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 
-use crate::keys::Request;
-use crate::system::{Claimed, Session};
+use crate::keys::{KeyStream, Request};
+use crate::system::{Claimed, Lookup, Session};
 
 /// What every workload needs to know.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub mod stream {
     pub const W1: u32 = 1;
     /// W2's keys (plus the thread count, so each W2 variant has its own).
     pub const W2: u32 = 1000;
+    /// W3's own records (on a store that was not prefilled).
+    pub const W3: u32 = 3;
     /// W4's expired records.
     pub const W4_EXPIRING: u32 = 4;
     /// W4's concurrent claims.
@@ -66,4 +68,36 @@ pub fn cycle<S: Session>(session: &mut S, request: &Request) -> Result<()> {
             request.key
         ),
     }
+}
+
+/// Keys read back after a measurement, at most, per key stream.
+const VERIFY_SAMPLE: u64 = 500;
+
+/// Reads back keys `0..count` of `keys` (all of them, or an even sample including the
+/// first and the last) after the clock stopped: each must replay exactly the response its
+/// cycle stored. Not timed.
+pub fn verify_completed<S: Session>(session: &mut S, keys: &KeyStream, count: u64) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let step = count.div_ceil(VERIFY_SAMPLE).max(1);
+    let now = now_ms();
+    let indices = (0..count)
+        .step_by(step as usize)
+        .chain(std::iter::once(count - 1));
+    for i in indices {
+        let request = keys.request(i);
+        match session.replay(&request.key, &request.fp, now)? {
+            Lookup::Replay(bytes) if bytes == request.response => {}
+            Lookup::Replay(_) => bail!(
+                "wrong answer: the completed key {} replayed other bytes than it stored",
+                request.key
+            ),
+            other => bail!(
+                "wrong answer: the completed key {} read back as {other:?}",
+                request.key
+            ),
+        }
+    }
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! W1: one thread runs idempotent request cycles on fresh keys — claim (durable before the
 //! caller may execute), then complete with a ~200-byte response (durable before it
-//! returns). Result: cycles per second.
+//! returns). Result: cycles per second. Afterwards (not timed) the completed keys are read
+//! back and must replay their responses.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{Config, cycle, stream};
+use super::{Config, cycle, stream, verify_completed};
 use crate::keys::{KeyStream, stream_id};
 use crate::system::System;
 
@@ -21,5 +22,7 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32) -> Result<f64> {
         cycle(&mut session, &keys.request(cycles))?;
         cycles += 1;
     }
-    Ok(cycles as f64 / started.elapsed().as_secs_f64())
+    let rate = cycles as f64 / started.elapsed().as_secs_f64();
+    verify_completed(&mut session, &keys, cycles)?;
+    Ok(rate)
 }

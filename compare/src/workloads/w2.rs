@@ -1,5 +1,6 @@
 //! W2: many threads run request cycles at once, each on its own fresh keys (no two threads
-//! share a key). Result: cycles per second, all threads together.
+//! share a key). Result: cycles per second, all threads together. Afterwards (not timed)
+//! every thread's completed keys are read back and must replay their responses.
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 
-use super::{Config, cycle, stream};
+use super::{Config, cycle, stream, verify_completed};
 use crate::keys::{KeyStream, stream_id};
 use crate::system::System;
 
@@ -27,7 +28,7 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32, threads: usize) -> 
             .map(|(t, mut session)| {
                 let (start, stop) = (&start, &stop);
                 let keys = KeyStream::new(config.seed, stream_id(run, workload, t as u32));
-                scope.spawn(move || -> Result<u64> {
+                scope.spawn(move || -> Result<(u64, _, KeyStream)> {
                     start.wait();
                     let mut cycles = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -38,7 +39,7 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32, threads: usize) -> 
                         }
                         cycles += 1;
                     }
-                    Ok(cycles)
+                    Ok((cycles, session, keys))
                 })
             })
             .collect();
@@ -52,12 +53,19 @@ pub fn run<S: System>(system: &S, config: &Config, run: u32, threads: usize) -> 
         }
         stop.store(true, Ordering::Relaxed);
         let mut total = 0u64;
+        let mut done = Vec::new();
         for worker in workers {
-            total += worker
+            let (cycles, session, keys) = worker
                 .join()
                 .map_err(|_| anyhow!("a W2 thread panicked"))??;
+            total += cycles;
+            done.push((cycles, session, keys));
         }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
         crate::check_interrupted()?;
-        Ok(total as f64 / started.elapsed().as_secs_f64())
+        for (cycles, mut session, keys) in done {
+            verify_completed(&mut session, &keys, cycles)?;
+        }
+        Ok(rate)
     })
 }

@@ -38,7 +38,7 @@ pub fn run<S: System>(system: &mut S, config: &Config, run: u32) -> Result<Sweep
     let t0 = now_ms();
     system.set_time(t0);
     let expiring = KeyStream::new(config.seed, stream_id(run, stream::W4_EXPIRING, 0));
-    system.insert_expiring(expiring, config.expiring, t0, t0 + 1000)?;
+    system.insert_completed(expiring, config.expiring, t0, t0 + 1000)?;
     let claims = KeyStream::new(config.seed, stream_id(run, stream::W4_CLAIMS, 0));
     let system = &*system;
     let mut claimer = system.session(1)?;
