@@ -34,7 +34,7 @@ use crate::bench::{Bench, Driver, Workload};
 use crate::report::{Results, Row, Value};
 use crate::servers::postgres::PostgresServer;
 use crate::servers::redis::RedisServer;
-use crate::systems::idemdb::PrefillMethod;
+use crate::systems::idemdb::{DEFAULT_SWEEP_BATCH, PrefillMethod};
 use crate::workloads::{Config, now_ms};
 
 /// The systems that can be compared, in column order.
@@ -112,6 +112,10 @@ struct Args {
     /// PostgreSQL's bin directory (default: newest /usr/lib/postgresql/*/bin, then PATH).
     #[arg(long)]
     pg_bin: Option<PathBuf>,
+    /// Records per sweep transaction of idemdb (`StoreBuilder::sweep_batch`; the default
+    /// is the store's own).
+    #[arg(long, default_value_t = DEFAULT_SWEEP_BATCH)]
+    idemdb_sweep_batch: usize,
     /// How idemdb's prefill writes records (both through the public API).
     #[arg(long, value_enum, default_value_t = PrefillMethod::Import)]
     idemdb_prefill: PrefillMethod,
@@ -268,7 +272,13 @@ fn run(args: Args) -> Result<()> {
     // Stop the servers now, before printing.
     drop(benches);
 
-    let table = report::table(&results, &columns, args.records, args.w5_threads);
+    let table = report::table(
+        &results,
+        &columns,
+        args.records,
+        args.w5_threads,
+        args.idemdb_sweep_batch,
+    );
     let load_end = format!("load average at the end: {}", report::load_average());
     println!();
     print!("{}", table.text());
@@ -307,7 +317,12 @@ fn start_systems(names: &[SystemName], args: &Args, dir: &std::path::Path) -> Re
         match name {
             SystemName::Idemdb => benches.push(Box::new(Driver::new(
                 label,
-                Idemdb::open(dir.join("idemdb.idemdb"), now_ms(), args.idemdb_prefill)?,
+                Idemdb::open(
+                    dir.join("idemdb.idemdb"),
+                    now_ms(),
+                    args.idemdb_prefill,
+                    args.idemdb_sweep_batch,
+                )?,
             ))),
             SystemName::Redb => {
                 benches.push(Box::new(Driver::new(label, Redb::open(&dir.join("redb.redb"))?)));

@@ -206,7 +206,7 @@ pub struct Goal {
 }
 
 /// The goals of issue 4 that the measured rows allow to check.
-pub fn goals(results: &Results) -> Vec<Goal> {
+pub fn goals(results: &Results, sweep_batch: usize) -> Vec<Goal> {
     let mut goals = Vec::new();
     let ratio_goal = |row: Row, peers: &[&'static str], target: f64, what: &str| {
         let ours = results.num(row, "idemdb");
@@ -289,14 +289,14 @@ pub fn goals(results: &Results) -> Vec<Goal> {
         },
     );
     goals.push(ratio_goal(Row::W4Sweep, &["postgres"], 1.2, "W4"));
-    let text = format!("W4: no claim/complete stalls over one sweep batch ({SWEEP_BATCH} records)");
+    let text = format!("W4: no claim/complete stalls over one sweep batch ({sweep_batch} records)");
     goals.push(
         match (
             results.num(Row::W4Stall, "idemdb"),
             results.num(Row::W4Sweep, "idemdb"),
         ) {
             (Some(stall), Some(rate)) if rate > 0.0 => {
-                let batch_ms = SWEEP_BATCH as f64 / rate * 1e3;
+                let batch_ms = sweep_batch as f64 / rate * 1e3;
                 Goal {
                     row: Row::W4Stall,
                     peer: None,
@@ -325,9 +325,6 @@ pub fn goals(results: &Results) -> Vec<Goal> {
     goals
 }
 
-/// idemdb's default sweep batch, which the stall goal is measured against.
-pub const SWEEP_BATCH: u64 = 1000;
-
 fn verdict(met: bool, margin: f64) -> String {
     let noise = (margin - 1.0).abs() < NOISE;
     match (met, noise) {
@@ -355,8 +352,9 @@ pub fn table(
     systems: &[&'static str],
     records: u64,
     w5_threads: usize,
+    sweep_batch: usize,
 ) -> Table {
-    let goals = goals(results);
+    let goals = goals(results, sweep_batch);
     let store = if records == 0 {
         "on fresh stores".to_owned()
     } else {
@@ -675,7 +673,7 @@ mod tests {
                 runs: 3
             })
         );
-        let t = table(&r, &["idemdb", "sqlite-full", "redis"], 10, 16);
+        let t = table(&r, &["idemdb", "sqlite-full", "redis"], 10, 16, 1000);
         // W1: idemdb's line, then sqlite-full's with the ratio 200/100 and the goal.
         assert_eq!(t.lines[0][1], "idemdb");
         assert_eq!(t.lines[1][1], "sqlite-full");

@@ -31,26 +31,37 @@ pub struct Idemdb {
     store: Store,
     clock: ManualClock,
     prefill_method: PrefillMethod,
+    sweep_batch: usize,
 }
 
 impl Idemdb {
-    /// Creates a store at `path`.
-    pub fn open(path: PathBuf, now_ms: u64, prefill_method: PrefillMethod) -> Result<Idemdb> {
+    /// Creates a store at `path`; `sweep_batch` is the records per sweep transaction.
+    pub fn open(
+        path: PathBuf,
+        now_ms: u64,
+        prefill_method: PrefillMethod,
+        sweep_batch: usize,
+    ) -> Result<Idemdb> {
         let clock = ManualClock::new(Timestamp::from_millis(now_ms));
-        let store = durable_store(&path, &clock)?;
+        let store = durable_store(&path, &clock, sweep_batch)?;
         Ok(Idemdb {
             path,
             store,
             clock,
             prefill_method,
+            sweep_batch,
         })
     }
 }
 
+/// The default records per sweep transaction (`StoreBuilder::sweep_batch`'s default).
+pub const DEFAULT_SWEEP_BATCH: usize = 1000;
+
 /// The measured configuration: defaults, no background sweeper, the manual clock.
-fn durable_store(path: &PathBuf, clock: &ManualClock) -> Result<Store> {
+fn durable_store(path: &PathBuf, clock: &ManualClock, sweep_batch: usize) -> Result<Store> {
     Store::builder()
         .sweep_interval(None)
+        .sweep_batch(sweep_batch)
         .clock(clock.clone())
         .open(path)
         .with_context(|| format!("opening the idemdb store {}", path.display()))
@@ -148,7 +159,7 @@ impl System for Idemdb {
         fast.close().context("closing idemdb after the prefill")?;
         drop(fast);
         let closed = started.elapsed();
-        self.store = durable_store(&self.path, &self.clock)?;
+        self.store = durable_store(&self.path, &self.clock, self.sweep_batch)?;
         eprintln!(
             "  idemdb: records written in {:.1} s, closed (last fold) in {:.1} s, reopened (verifying every page) in {:.1} s",
             written.as_secs_f64(),
@@ -190,8 +201,9 @@ impl System for Idemdb {
 
     fn describe(&self) -> String {
         format!(
-            "idemdb {} (default settings: durable group commit into the journal, folds every 1 s, 256 MiB cache; background sweeper off, manual clock)",
-            env!("CARGO_PKG_VERSION")
+            "idemdb {} (default settings: durable group commit into the journal, folds every 1 s, 256 MiB cache, sweeps in batches of {}; background sweeper off, manual clock)",
+            env!("CARGO_PKG_VERSION"),
+            self.sweep_batch
         )
     }
 
