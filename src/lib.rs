@@ -135,6 +135,22 @@ pub use storage::journal::file::journal_path;
 pub use store::Store;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 
+/// Crate-private pieces for `benches/micro.rs` (feature `bench-internals`). Not an API: no
+/// stability promise, absent from the docs.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals {
+    /// Encodes a record as it is stored (format byte, then bincode).
+    pub fn encode_record(record: &crate::Record) -> crate::Result<Vec<u8>> {
+        crate::codec::encode(record)
+    }
+
+    /// Decodes a stored record.
+    pub fn decode_record(bytes: &[u8]) -> crate::Result<crate::Record> {
+        crate::codec::decode(bytes)
+    }
+}
+
 /// The redb version idemdb is built on, for implementing a custom
 /// [`StorageBackend`](redb::StorageBackend).
 pub use redb;
