@@ -97,7 +97,7 @@ impl Default for StoreBuilder {
             key_policy: KeyPolicy::default(),
             max_response_size: 1024 * 1024,
             sweep_interval: Some(Duration::from_secs(1)),
-            sweep_batch: 1000,
+            sweep_batch: 10_000,
             durability: Durability::Immediate,
             two_phase_commit: false,
             quick_repair: false,
@@ -183,7 +183,7 @@ impl StoreBuilder {
         self
     }
 
-    /// How many expired records one sweep transaction deletes at most (default 1000), which
+    /// How many expired records one sweep transaction deletes at most (default 10,000), which
     /// bounds how long a sweep can hold up claims.
     pub fn sweep_batch(mut self, batch: usize) -> Self {
         self.sweep_batch = batch;

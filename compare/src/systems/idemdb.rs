@@ -55,7 +55,7 @@ impl Idemdb {
 }
 
 /// The default records per sweep transaction (`StoreBuilder::sweep_batch`'s default).
-pub const DEFAULT_SWEEP_BATCH: usize = 1000;
+pub const DEFAULT_SWEEP_BATCH: usize = 10_000;
 
 /// The measured configuration: defaults, no background sweeper, the manual clock.
 fn durable_store(path: &PathBuf, clock: &ManualClock, sweep_batch: usize) -> Result<Store> {
