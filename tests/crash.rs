@@ -225,7 +225,7 @@ fn sigkill_mid_load_loses_no_acknowledged_operation() {
     for round in 0..kills {
         let after = next(&mut seed)
             .is_multiple_of(4)
-            .then(|| Duration::from_millis(next(&mut seed) % 40));
+            .then(|| Duration::from_millis(next(&mut seed) % 300));
         early += usize::from(after.is_some());
         let acks = 20 + (next(&mut seed) % 400) as usize;
         kill_and_check(&path, round, acks, after, &mut all, initial);

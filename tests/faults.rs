@@ -310,7 +310,7 @@ fn s05_power_cut_during_recovery_then_recovery_loses_nothing() {
 /// ever (a failed fsync included): no failing call is told "ok", the store carries on after
 /// a transient error (and after a persistent one once the device heals), and everything
 /// acknowledged survives a power cut afterwards.
-fn io_error_at_every_operation(persistence: Persistence) {
+fn io_error_at_every_operation(persistence: Persistence, drop_failed_sync: bool) {
     // How many mutating operations the workload makes after the open.
     let total = {
         let disk = SimStorage::new();
@@ -326,6 +326,7 @@ fn io_error_at_every_operation(persistence: Persistence) {
         let clock = ManualClock::new(T0);
         let disk = SimStorage::new();
         let store = disk.open(builder(&clock, false)).expect("open");
+        disk.drop_writes_on_failed_sync(drop_failed_sync);
         disk.fail_after(n, persistence);
         let mut log = vec![KeyLog::default(); KEYS];
         workload(&store, &mut log);
@@ -333,10 +334,11 @@ fn io_error_at_every_operation(persistence: Persistence) {
             disk.heal();
         }
         // The store carries on: a fresh key executes and completes. (After a failed reopen,
-        // readers wait 100 ms before trying the database again, so allow a few tries.)
+        // readers wait 100 ms before trying the database again, and a loaded machine is
+        // slow: allow up to 20 s.)
         let context = format!("I/O error ({persistence:?}) at operation {n} of {total}");
         let mut answer = None;
-        for _ in 0..50 {
+        for _ in 0..1000 {
             match store.begin("s", "after", fp("after")) {
                 Ok(Begin::Execute(claim)) => {
                     answer = Some(claim);
@@ -366,12 +368,23 @@ fn io_error_at_every_operation(persistence: Persistence) {
 
 #[test]
 fn s03_io_error_once_at_every_operation() {
-    io_error_at_every_operation(Persistence::Once);
+    io_error_at_every_operation(Persistence::Once, false);
 }
 
 #[test]
 fn s03_io_error_for_ever_from_every_operation() {
-    io_error_at_every_operation(Persistence::Forever);
+    io_error_at_every_operation(Persistence::Forever, false);
+}
+
+/// Linux marks the pages of a failed fsync clean: a later sync never writes them. After
+/// such a failure during a fold, redb's next commit builds on pages that never reach the
+/// disk, and a power cut then leaves a database redb refuses ("Primary is corrupted"). A
+/// known gap: the fix is to stop trusting the database file after a failed sync (fail the
+/// store until it is reopened and rebuilt from the journal).
+#[test]
+#[ignore = "known gap: a failed fsync whose pages Linux drops (fsyncgate) can corrupt the database"]
+fn s03_a_failed_fsync_that_drops_its_writes_loses_nothing() {
+    io_error_at_every_operation(Persistence::Once, true);
 }
 
 /// A fresh simulated store holding one completed key, ("s", "done") → "stored".
@@ -508,7 +521,7 @@ fn s22_a_full_disk_fails_typed_and_resumes_when_space_returns() {
     }
     disk.set_capacity(None);
     let mut resumed = false;
-    for _ in 0..50 {
+    for _ in 0..1000 {
         if let Ok(Begin::Execute(c)) = store.begin("s", "after", fp("after")) {
             c.complete(b"ok").expect("complete once space returned");
             resumed = true;

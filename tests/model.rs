@@ -74,8 +74,11 @@ fn run_model(name: &str, configure: fn(StoreBuilder) -> StoreBuilder) {
     if let Err(e) = result {
         panic!("seed {seed} (replay with IDEMDB_SEED={seed}): {e}");
     }
-    assert_eq!(total.lost, 0);
-    assert!(total.crashes > 0, "the sequences never crashed the store");
+    // `run` ends every sequence with a crash of its own; the sequences must add more.
+    assert!(
+        total.crashes > u64::from(cases),
+        "the sequences never crashed the store themselves"
+    );
 }
 
 #[test]

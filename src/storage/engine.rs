@@ -551,15 +551,20 @@ impl Engine for JournaledEngine {
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {
         let shared = &self.shared;
-        loop {
+        for _ in 0..3 {
             let (epoch, table) = shared.snapshot_at()?;
             let page = scan_page(shared, &table, start, end, limit)?;
             // A fold that committed after the snapshot may have taken entries out of the
-            // memtable before they were merged: the page could miss them. Read again.
+            // memtable before they were merged: the page could miss them. Read again. (Other
+            // commits, sweeps, also move the epoch; they remove nothing from the memtable.)
             if shared.epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(page);
             }
         }
+        // Still racing: hold folds off for one read, so nothing leaves the memtable meanwhile.
+        let _folding = shared.fold_lock.lock();
+        let table = shared.snapshot()?;
+        scan_page(shared, &table, start, end, limit)
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass> {

@@ -81,19 +81,27 @@ impl Opener {
         let mut backend = None;
         match &self.backend {
             None => {
-                if self.options.create && file_creation_unfinished(&self.path)? {
+                let recreated = self.options.create && reset_unfinished_file(&self.path)?;
+                if recreated {
                     tracing::warn!(
                         path = %self.path.display(),
                         "the store file was never fully created (a crash during creation); \
                          creating it again"
                     );
-                    std::fs::remove_file(&self.path).map_err(Error::from_io)?;
+                } else {
+                    precheck_file(&self.path, self.options.create)?;
                 }
-                precheck_file(&self.path, self.options.create)?;
             }
             Some(factory) => {
                 let storage = factory(StorageRole::Database).map_err(Error::from_io)?;
-                if self.options.create && backend_creation_unfinished(storage.as_ref())? {
+                let journal_empty = || -> Result<bool> {
+                    let journal = factory(StorageRole::Journal).map_err(Error::from_io)?;
+                    Ok(journal.len().map_err(Error::from_io)? == 0)
+                };
+                if self.options.create
+                    && backend_creation_unfinished(storage.as_ref())?
+                    && journal_empty()?
+                {
                     tracing::warn!(
                         store = %self.path.display(),
                         "the store was never fully created (a crash during creation); \
@@ -164,18 +172,40 @@ fn creation_unfinished(
     Ok(true)
 }
 
-fn file_creation_unfinished(path: &Path) -> Result<bool> {
+/// Empties the file at `path` if it holds only what an interrupted creation leaves (see
+/// [`creation_unfinished`]) and no journal was ever created beside it (a store creates its
+/// journal right after its database, so a store that held anything has one). The file is
+/// locked first, as redb locks it: a file another process is creating right now is left
+/// alone (that process's open then reports it locked). Returns whether it was emptied.
+fn reset_unfinished_file(path: &Path) -> Result<bool> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(false);
     };
-    if !meta.is_file() {
+    if !meta.is_file() || meta.len() == 0 {
         return Ok(false);
     }
-    let file = std::fs::File::open(path).map_err(Error::from_io)?;
-    creation_unfinished(meta.len(), &mut |offset, out| {
+    if std::fs::metadata(journal_path(path)).is_ok_and(|m| m.len() > 0) {
+        return Ok(false);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::from_io)?;
+    if file.try_lock().is_err() {
+        return Ok(false);
+    }
+    let unfinished = creation_unfinished(meta.len(), &mut |offset, out| {
         std::os::unix::fs::FileExt::read_exact_at(&file, out, offset)
     })
-    .map_err(Error::from_io)
+    .map_err(Error::from_io)?;
+    if unfinished {
+        // Truncated through the locked handle, not unlinked: a symlink keeps pointing at the
+        // same file, and no one else can be writing it meanwhile.
+        file.set_len(0).map_err(Error::from_io)?;
+        file.sync_all().map_err(Error::from_io)?;
+    }
+    Ok(unfinished)
 }
 
 fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {

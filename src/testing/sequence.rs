@@ -218,7 +218,8 @@ impl std::error::Error for Divergence {}
 pub struct HarnessStats {
     /// Steps run.
     pub steps: u64,
-    /// Power cuts (now or at a sync) the store recovered from.
+    /// Power cuts (now or at a sync) the store recovered from, the final one of
+    /// [`Harness::run`] included.
     pub crashes: u64,
     /// Of those, how many tore unsynced writes.
     pub torn: u64,
@@ -323,7 +324,12 @@ impl Harness {
     /// Runs one step on the store and on the model, and compares them.
     pub fn step(&mut self, step: &Step) -> Result<(), Divergence> {
         let before = self.model.clone();
-        let result = self.apply(step).and_then(|()| {
+        let applied = self.apply(step);
+        // Every call of the step answered as the model did: what it did was acknowledged
+        // and must survive, even if the power then failed. (Dropping a claim answers
+        // nothing: its abandon may fail unseen.)
+        let acknowledged = applied.is_ok() && !matches!(step, Step::Abandon { by_drop: true, .. });
+        let result = applied.and_then(|()| {
             if self.disk.is_dead() {
                 Ok(())
             } else {
@@ -332,9 +338,9 @@ impl Harness {
         });
         self.stats.steps += 1;
         if self.disk.is_dead() {
-            // The step (or a background write before it) met the power cut: whatever it
-            // did is unacknowledged.
-            self.recover(&before, step)?;
+            // The step (or a background write before it) met the power cut: unless it was
+            // acknowledged, it may or may not have happened.
+            self.recover(&before, step, acknowledged)?;
         } else {
             result?;
         }
@@ -663,6 +669,7 @@ impl Harness {
         &mut self,
         before: &BTreeMap<(usize, usize), Record>,
         step: &Step,
+        acknowledged: bool,
     ) -> Result<(), Divergence> {
         // The claims die with the process: dropping them here cannot write (the disk is
         // off), just as a killed process's claims never abandon.
@@ -678,10 +685,11 @@ impl Harness {
             self.stats.torn += 1;
         }
         self.open()?;
-        let touched = !matches!(
-            step,
-            Step::Crash { .. } | Step::Advance { .. } | Step::JumpBack { .. }
-        );
+        let touched = !acknowledged
+            && !matches!(
+                step,
+                Step::Crash { .. } | Step::Advance { .. } | Step::JumpBack { .. }
+            );
         let stored = self.stored()?;
         for slot in all_slots() {
             let got = stored.get(&slot);

@@ -146,6 +146,9 @@ struct Plan {
     mutations: u64,
     /// Successful syncs so far.
     syncs: u64,
+    /// Syncs attempted so far (numbered as they are admitted, so two at once can't both
+    /// slip past an armed crash).
+    sync_calls: u64,
     /// Fail the mutating operation with this number (1-based, counted from the start).
     fail_at: Option<(u64, Persistence)>,
     /// A `Forever` failure has started.
@@ -160,6 +163,9 @@ struct Plan {
     stalled: bool,
     /// Syncs waiting at the stall.
     syncs_waiting: u32,
+    /// A failed sync forgets the writes it failed to make durable (see
+    /// [`SimStorage::drop_writes_on_failed_sync`]).
+    failed_sync_drops: bool,
 }
 
 #[derive(Debug)]
@@ -208,10 +214,7 @@ impl SimStorage {
     pub fn backend(&self, role: StorageRole) -> FaultyBackend {
         FaultyBackend {
             disk: self.clone(),
-            file: match role {
-                StorageRole::Database => 0,
-                StorageRole::Journal => 1,
-            },
+            file: role_index(role),
             generation: self.inner.generation.load(Ordering::SeqCst),
         }
     }
@@ -228,13 +231,21 @@ impl SimStorage {
     /// disk from what was durable.
     pub fn crash_at_sync(&self, k: u64) {
         let mut plan = self.inner.plan.lock();
-        plan.crash_at_sync = Some(plan.syncs + k.max(1));
+        plan.crash_at_sync = Some(plan.sync_calls + k.max(1));
     }
 
     /// Limits how large each file may grow; growing past it fails with ENOSPC. `None`
     /// gives the space back.
     pub fn set_capacity(&self, bytes: Option<u64>) {
         self.inner.plan.lock().capacity = bytes;
+    }
+
+    /// Makes a failed sync forget the writes it failed to make durable, as Linux does after
+    /// a failed fsync (the pages are marked clean: reads still see the new bytes, but no
+    /// later sync writes them, and a power cut loses them). Off by default: a failed sync
+    /// leaves its writes pending for the next one.
+    pub fn drop_writes_on_failed_sync(&self, drop: bool) {
+        self.inner.plan.lock().failed_sync_drops = drop;
     }
 
     /// Holds every sync until [`release_syncs`](Self::release_syncs).
@@ -273,9 +284,12 @@ impl SimStorage {
     /// restarts from its durable bytes, plus what `mode` keeps of the unsynced ones. Clears
     /// every fault; capacity stays.
     pub fn power_cut(&self, mode: CrashMode) {
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         {
+            // Under the files lock, so no write of a disconnected backend that was admitted
+            // before the cut can land in the new image (writers re-check the generation
+            // under this lock).
             let mut files = self.inner.files.lock();
+            self.inner.generation.fetch_add(1, Ordering::SeqCst);
             for (i, file) in files.iter_mut().enumerate() {
                 let salt = |seed: u64| seed.wrapping_add(i as u64);
                 let mode = match mode {
@@ -339,9 +353,12 @@ impl SimStorage {
             return Err(io::Error::from_raw_os_error(EIO));
         }
         plan.mutations += 1;
-        if is_sync && plan.crash_at_sync == Some(plan.syncs + 1) {
-            plan.dead = true;
-            return Err(io::Error::from_raw_os_error(EIO));
+        if is_sync {
+            plan.sync_calls += 1;
+            if plan.crash_at_sync.is_some_and(|k| plan.sync_calls >= k) {
+                plan.dead = true;
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
         }
         if let Some((at, persistence)) = plan.fail_at
             && plan.mutations >= at
@@ -366,11 +383,16 @@ impl SimStorage {
         Ok(())
     }
 
-    fn check_space(&self, new_len: u64) -> io::Result<()> {
-        match self.inner.plan.lock().capacity {
-            Some(cap) if new_len > cap => Err(io::Error::from_raw_os_error(ENOSPC)),
-            _ => Ok(()),
+    /// Fails with ENOSPC if `file` would grow past the capacity to reach `new_len`.
+    fn check_space_for(&self, file: usize, new_len: u64) -> io::Result<()> {
+        let Some(cap) = self.inner.plan.lock().capacity else {
+            return Ok(());
+        };
+        let len = self.inner.files.lock()[file].live.len() as u64;
+        if new_len > len && new_len > cap {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
         }
+        Ok(())
     }
 
     fn sync(&self, file: usize, generation: u64) -> io::Result<()> {
@@ -379,18 +401,43 @@ impl SimStorage {
             if plan.stalled {
                 plan.syncs_waiting += 1;
                 let deadline = std::time::Instant::now() + STALL_LIMIT;
-                while plan.stalled {
-                    if self.inner.stall.wait_until(&mut plan, deadline).timed_out() {
-                        break;
-                    }
+                let mut timed_out = false;
+                while plan.stalled && !timed_out {
+                    timed_out = self.inner.stall.wait_until(&mut plan, deadline).timed_out();
                 }
                 plan.syncs_waiting -= 1;
+                if timed_out {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "a stalled sync was never released",
+                    ));
+                }
             }
         }
-        self.admit(generation, true)?;
-        self.inner.files.lock()[file].sync();
+        let mut files = self.inner.files.lock();
+        self.check_generation(generation)?;
+        if let Err(e) = self.admit(generation, true) {
+            let drops = {
+                let plan = self.inner.plan.lock();
+                plan.failed_sync_drops && !plan.dead
+            };
+            if drops {
+                files[file].dirty.clear();
+            }
+            return Err(e);
+        }
+        files[file].sync();
+        drop(files);
         self.inner.plan.lock().syncs += 1;
         Ok(())
+    }
+
+    fn check_generation(&self, generation: u64) -> io::Result<()> {
+        if generation == self.inner.generation.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(EIO))
+        }
     }
 }
 
@@ -430,15 +477,11 @@ impl StorageBackend for FaultyBackend {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.disk.admit(self.generation, false)?;
+        self.disk.check_space_for(self.file, len)?;
         let mut files = self.disk.inner.files.lock();
+        self.disk.check_generation(self.generation)?;
         let file = &mut files[self.file];
         let old = file.live.len() as u64;
-        if len > old {
-            drop(files);
-            self.disk.check_space(len)?;
-            files = self.disk.inner.files.lock();
-        }
-        let file = &mut files[self.file];
         let new = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         file.live.resize(new, 0);
         // Every sector whose bytes may have changed (the grown or cut tail) is unsynced.
@@ -453,12 +496,12 @@ impl StorageBackend for FaultyBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.disk.admit(self.generation, false)?;
-        let end = offset + data.len() as u64;
-        let len = self.disk.inner.files.lock()[self.file].live.len() as u64;
-        if end > len {
-            self.disk.check_space(end)?;
-        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        self.disk.check_space_for(self.file, end)?;
         let mut files = self.disk.inner.files.lock();
+        self.disk.check_generation(self.generation)?;
         let file = &mut files[self.file];
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let stop = usize::try_from(end).map_err(|_| io::ErrorKind::InvalidInput)?;
