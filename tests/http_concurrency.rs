@@ -2,13 +2,13 @@
 //! the wait is bounded, and store calls never hold an async runtime thread.
 #![cfg(feature = "http")]
 
+mod common;
 mod http_support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http_support::{Reply, Server, eventually, gated_store, guard};
+use http_support::{Reply, Server, eventually, guard};
 use idemdb::Store;
 use idemdb::http::IdempotencyLayer;
 
@@ -164,7 +164,7 @@ async fn a_thousand_concurrent_requests_on_two_worker_threads_all_complete() {
 /// the two worker threads still serve other requests and replays answered from a read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_commits_never_hold_a_runtime_thread() {
-    let (store, gate) = gated_store();
+    let (store, gate) = common::gated(Store::builder().sweep_interval(None));
     let layer = IdempotencyLayer::new(store.clone());
     let server = Server::start(layer).await;
     let done = server
@@ -197,7 +197,7 @@ async fn stalled_commits_never_hold_a_runtime_thread() {
         })
         .collect();
     eventually("a commit to stall at the gate", || {
-        gate.waiting.load(Ordering::SeqCst) > 0
+        *gate.syncs_waiting.lock() > 0
     })
     .await;
 

@@ -376,8 +376,8 @@ impl SimStorage {
     }
 
     fn check_alive(&self, generation: u64) -> io::Result<()> {
-        if generation != self.inner.generation.load(Ordering::SeqCst) || self.inner.plan.lock().dead
-        {
+        self.check_generation(generation)?;
+        if self.is_dead() {
             return Err(io::Error::from_raw_os_error(EIO));
         }
         Ok(())

@@ -160,10 +160,16 @@ impl Memories {
 
 /// A store over [`GatedBackend`]s, with the gate to stall its commits (journal syncs).
 pub fn gated_store(clock: &ManualClock) -> (Store, Arc<Gate>) {
+    gated(builder(clock))
+}
+
+/// A store with the given settings over [`GatedBackend`]s, with the gate to stall its
+/// commits.
+pub fn gated(builder: StoreBuilder) -> (Store, Arc<Gate>) {
     let memories = Memories::new();
     let gate = Arc::new(Gate::default());
     let g = Arc::clone(&gate);
-    let store = builder(clock)
+    let store = builder
         .open_with_backend("gated", move |role| {
             Ok(GatedBackend {
                 inner: memories.of(role),
