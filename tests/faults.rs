@@ -377,14 +377,19 @@ fn s03_io_error_for_ever_from_every_operation() {
 }
 
 /// Linux marks the pages of a failed fsync clean: a later sync never writes them. After
-/// such a failure during a fold, redb's next commit builds on pages that never reach the
-/// disk, and a power cut then leaves a database redb refuses ("Primary is corrupted"). A
-/// known gap: the fix is to stop trusting the database file after a failed sync (fail the
-/// store until it is reopened and rebuilt from the journal).
+/// such a failure during a fold, redb's next commit would build on pages that never reach
+/// the disk, and a power cut would leave a database redb refuses ("Primary is corrupted").
+/// The store writes them again before its next sync; this proves it at every operation.
 #[test]
-#[ignore = "known gap: a failed fsync whose pages Linux drops (fsyncgate) can corrupt the database"]
 fn s03_a_failed_fsync_that_drops_its_writes_loses_nothing() {
     io_error_at_every_operation(Persistence::Once, true);
+}
+
+/// As above, with every operation failing until the device heals: the writes kept across
+/// many failed syncs and reopens all reach the disk once it works again.
+#[test]
+fn s03_failed_fsyncs_that_drop_their_writes_until_the_device_heals_lose_nothing() {
+    io_error_at_every_operation(Persistence::Forever, true);
 }
 
 /// A fresh simulated store holding one completed key, ("s", "done") → "stored".

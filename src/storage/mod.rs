@@ -19,6 +19,7 @@ pub(crate) mod journal;
 mod memtable;
 mod open;
 mod tables;
+mod unsynced;
 mod writer;
 
 pub(crate) use engine::{CommitSettings, JournaledEngine};

@@ -2,17 +2,18 @@
 //! every bad file mapped to its own typed error.
 
 use std::io::Read;
-use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{BackendError, DatabaseError, StorageBackend, StorageError};
+use redb::backends::FileBackend;
+use redb::{DatabaseError, StorageBackend, StorageError};
 
 use crate::config::StorageRole;
 use crate::error::{Error, Result};
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::tables;
+use crate::storage::unsynced::UnsyncedWrites;
 
 /// redb's file magic: every redb file starts with it.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -38,6 +39,8 @@ pub(crate) struct Opener {
     /// `Some` for a custom backend; `None` opens the files at `path`.
     backend: Option<BackendFactory>,
     options: OpenOptions,
+    /// The database's writes not yet synced, across reopens (see [`UnsyncedWrites`]).
+    unsynced: UnsyncedWrites,
 }
 
 impl Opener {
@@ -46,6 +49,7 @@ impl Opener {
             path,
             backend: None,
             options,
+            unsynced: UnsyncedWrites::default(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Opener {
             path: label,
             backend: Some(factory),
             options,
+            unsynced: UnsyncedWrites::default(),
         }
     }
 
@@ -78,8 +83,7 @@ impl Opener {
 
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open_database(&self) -> Result<redb::Database> {
-        let mut backend = None;
-        match &self.backend {
+        let storage: Box<dyn StorageBackend> = match &self.backend {
             None => {
                 let recreated = self.options.create && reset_unfinished_file(&self.path)?;
                 if recreated {
@@ -91,6 +95,19 @@ impl Opener {
                 } else {
                     precheck_file(&self.path, self.options.create)?;
                 }
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(self.options.create)
+                    .truncate(false)
+                    .open(&self.path)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::IsADirectory => Error::NotAFile {
+                            path: self.path.clone(),
+                        },
+                        _ => Error::from_io(e),
+                    })?;
+                Box::new(FileBackend::new(file).map_err(|e| map_open_error(e, &self.path))?)
             }
             Some(factory) => {
                 let storage = factory(StorageRole::Database).map_err(Error::from_io)?;
@@ -109,9 +126,12 @@ impl Opener {
                     );
                     storage.set_len(0).map_err(Error::from_io)?;
                 }
-                backend = Some(storage);
+                storage
             }
-        }
+        };
+        let storage = self.unsynced.wrap(storage);
+        // Writes a failed sync left behind are made durable before redb reads the file.
+        storage.settle().map_err(Error::from_io)?;
         let mut builder = redb::Builder::new();
         builder
             .set_cache_size(self.options.cache_size)
@@ -119,10 +139,7 @@ impl Opener {
         // redb can panic on some damaged files (its integrity check prevents that, but it is
         // optional); a panic while opening is reported as corruption instead of unwinding
         // into the caller.
-        let opened = catch_unwind(AssertUnwindSafe(|| match backend {
-            Some(backend) => builder.create_with_backend(Boxed(backend)),
-            None => builder.create(&self.path),
-        }));
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(storage)));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(map_open_error(e, &self.path)),
@@ -301,52 +318,5 @@ pub(crate) fn corrupt_from_panic(panic: &(dyn std::any::Any + Send)) -> Error {
         .unwrap_or_else(|| "unknown panic".to_owned());
     Error::Corrupt {
         detail: format!("the storage engine failed on damaged data: {message}"),
-    }
-}
-
-/// A boxed backend is a backend: every call goes to the box.
-#[derive(Debug)]
-struct Boxed(Box<dyn StorageBackend>);
-
-impl StorageBackend for Boxed {
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        self.0.read(offset, out)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.0.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write(offset, data)
-    }
-    fn close(&self) -> std::io::Result<()> {
-        self.0.close()
-    }
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.0.try_lock_range(start, end)
-    }
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.0.try_lock_shared_range(start, end)
-    }
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.lock_range(start, end)
-    }
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.lock_shared_range(start, end)
-    }
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.unlock_range(start, end)
-    }
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.0.query_lock_range(start, end)
     }
 }
