@@ -374,17 +374,21 @@ impl Store {
     pub fn sweep_now(&self) -> Result<u64> {
         let inner = &self.inner;
         inner.check_open()?;
+        let now = inner.settings.clock.now();
         let mut total = 0;
+        let mut from = None;
         loop {
             let pass = sweeper::sweep_once(
                 inner.engine.as_ref(),
-                inner.settings.clock.now(),
+                now,
                 inner.settings.sweep_batch,
+                from.as_deref(),
                 &inner.counters,
             )?;
             total += pass.deleted;
-            if pass.found < inner.settings.sweep_batch as u64 || pass.deleted == 0 {
-                return Ok(total);
+            match pass.resume {
+                Some(resume) => from = Some(resume),
+                None => return Ok(total),
             }
         }
     }

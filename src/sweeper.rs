@@ -1,9 +1,10 @@
 //! The background sweeper: deletes expired records through the expiry index, in bounded
 //! batches, so its cost follows what expired rather than the size of the store.
 //!
-//! Each batch is one transaction of the engine: a record is deleted only if it is still
-//! expired *and* still indexed at the instant found, and keys with newer, not yet folded
-//! changes are left to those changes, so a key claimed anew is never deleted.
+//! Each batch is one durable write of the engine (a journal frame of tombstones): a record
+//! is deleted only if it is still expired *and* still indexed at the instant found, and a
+//! key with a newer, not yet folded change is decided against that change, so a key
+//! claimed anew is never deleted. The batches of one pass resume where the last stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,13 +41,20 @@ impl Sweeper {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                     }
+                    let now = clock.now();
+                    let mut from = None;
                     loop {
-                        match sweep_once(engine.as_ref(), clock.now(), batch, &counters) {
-                            // A full batch that made progress: more may be due right away.
-                            Ok(pass) if pass.found == batch as u64 && pass.deleted > 0 => {
+                        match sweep_once(engine.as_ref(), now, batch, from.as_deref(), &counters)
+                        {
+                            // A full batch: more may be due right away.
+                            Ok(SweepPass {
+                                resume: Some(resume),
+                                ..
+                            }) => {
                                 if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
                                     return;
                                 }
+                                from = Some(resume);
                             }
                             Ok(_) => break,
                             Err(error) => {
@@ -69,16 +77,20 @@ impl Sweeper {
     }
 }
 
-/// Deletes up to `batch` records expired at `now`, in one write transaction.
+/// Examines up to `batch` due index entries from `from` and deletes the expired records
+/// among them.
 pub(crate) fn sweep_once(
     engine: &dyn Engine,
     now: Timestamp,
     batch: usize,
+    from: Option<&[u8]>,
     counters: &Counters,
 ) -> Result<SweepPass> {
-    let pass = engine.sweep(now, batch)?;
+    let pass = engine.sweep(now, batch, from)?;
     if pass.found > 0 {
-        counters.sweeps.fetch_add(1, Ordering::Relaxed);
+        counters
+            .sweeps
+            .fetch_add(pass.batches.max(1), Ordering::Relaxed);
         counters
             .expired_swept
             .fetch_add(pass.deleted, Ordering::Relaxed);

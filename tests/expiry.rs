@@ -318,3 +318,73 @@ fn clock_jumps_back_and_forward_across_restarts() {
     assert_eq!(t.store.sweep_now().expect("sweep"), 3);
     assert_eq!(t.clock.now(), t.store.now());
 }
+
+/// Stores ("s", "k") with a 5 s retention and ("s", "other") with an hour's, then closes
+/// the store and overwrites the bytes of ("s", "k") in the file with garbage, leaving its
+/// expiry-index entry (due at T0 + 5 s) behind.
+fn store_with_a_damaged_record() -> TestStore {
+    use idemdb::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let mut t = TestStore::new();
+    for (key, retention) in [("k", 5), ("other", 3600)] {
+        let options = BeginOptions::new().retention(Duration::from_secs(retention));
+        execute(
+            t.store
+                .begin_with("s", key, fp("a"), &options)
+                .expect("begin"),
+        )
+        .complete(b"r")
+        .expect("complete");
+    }
+    t.store.close().expect("close");
+    let records = TableDefinition::<&[u8], &[u8]>::new("idemdb_records");
+    let db = idemdb::redb::Database::open(&t.path).expect("open redb");
+    let damaged: Vec<u8> = {
+        let read = db.begin_read().expect("read");
+        let table = read.open_table(records).expect("records");
+        let keys: Vec<Vec<u8>> = table
+            .iter()
+            .expect("iter")
+            .map(|entry| entry.expect("entry").0.value().to_vec())
+            .collect();
+        keys.into_iter()
+            .find(|key| key.ends_with(b"k"))
+            .expect("the record of k")
+    };
+    let write = db.begin_write().expect("write");
+    write
+        .open_table(records)
+        .expect("records")
+        .insert(damaged.as_slice(), &b"\x01garbage"[..])
+        .expect("insert");
+    write.commit().expect("commit");
+    db.close().expect("close redb");
+    t.reopen(|b| b);
+    t
+}
+
+/// The sweeper trusts the expiry index to match the records exactly: a damaged record
+/// replaced by a live one must take its old index entry along, or a later sweep would
+/// delete the live record.
+#[test]
+fn a_damaged_record_replaced_leaves_no_index_entry_to_sweep_the_new_one() {
+    let t = store_with_a_damaged_record();
+    let live = t.store.get("s", "other").expect("get").expect("record");
+    assert!(t.store.import("s", "k", live, true).expect("import"));
+    // A check folds first, then finds no index entry without its record.
+    let report = t.store.check().expect("check");
+    assert!(report.is_healthy(), "{report:?}");
+    t.clock.advance(Duration::from_secs(10));
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    assert!(t.store.get("s", "k").expect("get").is_some());
+}
+
+/// An operator can delete a damaged record, and its index entry goes with it.
+#[test]
+fn a_damaged_record_can_be_deleted() {
+    let t = store_with_a_damaged_record();
+    assert!(matches!(t.store.get("s", "k"), Err(Error::Corrupt { .. })));
+    assert!(t.store.delete("s", "k").expect("delete"));
+    let report = t.store.check().expect("check");
+    assert!(report.is_healthy(), "{report:?}");
+    assert!(t.store.get("s", "k").expect("get").is_none());
+}

@@ -133,7 +133,7 @@ impl Engine for ModelEngine {
         })
     }
 
-    fn sweep(&self, _now: Timestamp, _limit: usize) -> Result<SweepPass> {
+    fn sweep(&self, _now: Timestamp, _limit: usize, _from: Option<&[u8]>) -> Result<SweepPass> {
         Ok(SweepPass::default())
     }
 

@@ -3,7 +3,7 @@
 //! thread. Reads look in the memtable, then in a cached redb snapshot; they never wait for
 //! a write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,14 +19,14 @@ use crate::codec;
 use crate::decision::Outcome;
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::storage::fold;
 use crate::storage::journal::frame::FileHeader;
 use crate::storage::journal::{Journal, MIN_CAPACITY};
 use crate::storage::memtable::Memtable;
 use crate::storage::open::{Opener, corrupt_from_panic};
 use crate::storage::tables::{self, Checkpoint, RECORDS};
-use crate::storage::writer::{self, Job};
+use crate::storage::writer::{self, Job, SweepJob};
 use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
+use crate::storage::{fold, sweep};
 use crate::time::{Clock, Timestamp};
 
 /// How the engine commits.
@@ -211,6 +211,12 @@ impl Shared {
     /// memtable always reads a snapshot that has them.
     pub(crate) fn committed(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many redb commits this store has made: a snapshot opened after reading it holds
+    /// everything committed up to it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// A snapshot of the records table as of the last redb commit, shared by readers until
@@ -567,11 +573,65 @@ impl Engine for JournaledEngine {
         scan_page(shared, &table, start, end, limit)
     }
 
-    fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass> {
+    fn sweep(&self, now: Timestamp, limit: usize, from: Option<&[u8]>) -> Result<SweepPass> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        fold::sweep(&self.shared, now, limit)
+        let shared = &self.shared;
+        // Tombstones wait in the memtable until a fold: a long sweep folds as it goes, so
+        // memory stays bounded (and it then runs at the fold's pace).
+        if shared.memtable.len() >= fold::FOLD_AT_KEYS {
+            fold::fold_once(shared, false)?;
+        }
+        // The expiry index covers redb; the first batch of a sweep also looks through the
+        // memtable for expired records not yet folded (cheaper than folding them first).
+        let mut unfolded = if from.is_none() {
+            sweep::due_in_memtable(shared, now)
+        } else {
+            Vec::new()
+        };
+        let mut found = sweep::find_due(shared, now, limit, from)?;
+        if !unfolded.is_empty() {
+            // A fold between the two looks moves keys from the memtable into the index:
+            // count each key once.
+            let seen: HashSet<&[u8]> = unfolded.iter().map(|(k, _)| k.as_slice()).collect();
+            found.due.retain(|(key, _)| !seen.contains(key.as_slice()));
+        }
+        found.examined += unfolded.len() as u64;
+        found.due.append(&mut unfolded);
+        let (mut deleted, mut batches) = (0, 0);
+        let mut due = found.due.into_iter().peekable();
+        while due.peek().is_some() {
+            // One frame per batch, well inside the journal.
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            while let Some((key, _)) = due.peek() {
+                if chunk.len() == limit
+                    || (bytes > 0 && bytes + key.len() + 16 > shared.max_payload / 4)
+                {
+                    break;
+                }
+                bytes += key.len() + 16;
+                chunk.extend(due.next());
+            }
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let job = SweepJob {
+                due: chunk,
+                now,
+                epoch: found.epoch,
+            };
+            if self.jobs.send(Job::Sweep { sweep: job, reply }).is_err() {
+                return Err(Error::Closed);
+            }
+            deleted += answer.recv().unwrap_or(Err(Error::Closed))?;
+            batches += 1;
+        }
+        Ok(SweepPass {
+            found: found.examined,
+            deleted,
+            batches,
+            resume: found.resume,
+        })
     }
 
     fn stats(&self) -> EngineStats {

@@ -1,5 +1,5 @@
 //! Folding: moving journaled changes into the redb tables in one large transaction, with
-//! the checkpoint that frees their journal space; and sweeping expired records out of redb.
+//! the checkpoint that frees their journal space.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -10,17 +10,13 @@ use std::time::{Duration, Instant};
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::codec;
-use crate::decision::{self, Change, Operation};
 use crate::error::{Error, Result};
-use crate::record::Record;
-use crate::storage::SweepPass;
 use crate::storage::engine::{CommitSettings, Shared};
 use crate::storage::open::corrupt_from_panic;
-use crate::storage::tables::{self, Checkpoint, EXPIRY, RECORDS, index_key, split_index_key};
-use crate::time::Timestamp;
+use crate::storage::tables::{self, Checkpoint, EXPIRY, RECORDS, index_key};
 
 /// Fold as soon as this many keys wait in the memtable.
-const FOLD_AT_KEYS: usize = 200_000;
+pub(crate) const FOLD_AT_KEYS: usize = 200_000;
 
 /// Starts the folder thread: it folds when asked (the journal is filling up), when the
 /// memtable grows large, and every `fold_interval` otherwise, until `stop` is set.
@@ -88,11 +84,16 @@ pub(crate) fn apply_changes<'a>(
     for (key, value) in changes {
         n += 1;
         let old = records.get(key).map_err(Error::from_redb)?;
-        // A damaged old record's index entry cannot be found now; the sweeper drops it when
-        // it meets it (it no longer matches the record).
-        let old_sweep_at = old
-            .and_then(|bytes| codec::decode(bytes.value()).ok())
-            .and_then(|r| r.sweep_at());
+        let old_sweep_at = match old.map(|bytes| codec::decode(bytes.value())) {
+            None => None,
+            Some(Ok(record)) => record.sweep_at(),
+            Some(Err(_)) => {
+                // A damaged record's index entry cannot be computed: find it by scanning.
+                // The sweeper trusts the index to match the records exactly.
+                remove_index_entries_of(&mut expiry, key)?;
+                None
+            }
+        };
         let new_sweep_at = match value {
             Some(bytes) => {
                 records.insert(key, bytes).map_err(Error::from_redb)?;
@@ -117,6 +118,22 @@ pub(crate) fn apply_changes<'a>(
         }
     }
     Ok(n)
+}
+
+/// Removes every expiry-index entry of `key`: a scan of the whole index, for the rare
+/// record too damaged to say where it is indexed.
+fn remove_index_entries_of(expiry: &mut redb::Table<&'static [u8], ()>, key: &[u8]) -> Result<()> {
+    let mut entries = Vec::new();
+    for entry in expiry.iter().map_err(Error::from_redb)? {
+        let (index, _) = entry.map_err(Error::from_redb)?;
+        if index.value().get(8..) == Some(key) {
+            entries.push(index.value().to_vec());
+        }
+    }
+    for index in entries {
+        expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
+    }
+    Ok(())
 }
 
 /// Folds everything in the memtable into redb and frees the journal up to the last
@@ -177,82 +194,4 @@ pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
     c.folded_records
         .fetch_add(entries.len() as u64, Ordering::Relaxed);
     Ok(entries.len())
-}
-
-/// Deletes up to `limit` records that are expired at `now`. It folds first, so records
-/// still waiting in the memtable are swept too; keys the memtable learns about meanwhile are
-/// left alone: a newer state of theirs is on its way into redb, and it decides.
-pub(crate) fn sweep(shared: &Shared, now: Timestamp, limit: usize) -> Result<SweepPass> {
-    if !shared.memtable.is_empty() {
-        fold_once(shared, false)?;
-    }
-    let result = catch_unwind(AssertUnwindSafe(|| -> Result<SweepPass> {
-        let db = shared.writable_db()?;
-        let write = begin_fold_txn(&db, shared.commit)?;
-        let mut pass = SweepPass::default();
-        {
-            let mut records = write.open_table(RECORDS).map_err(Error::from_redb)?;
-            let mut expiry = write.open_table(EXPIRY).map_err(Error::from_redb)?;
-            let upper = now.as_millis().checked_add(1).map(u64::to_be_bytes);
-            let due: Vec<(Timestamp, Vec<u8>)> = {
-                let range = match &upper {
-                    Some(bound) => expiry.range::<&[u8]>(..&bound[..]),
-                    None => expiry.range::<&[u8]>(..),
-                }
-                .map_err(Error::from_redb)?;
-                let mut due = Vec::new();
-                for entry in range.take(limit) {
-                    let (k, _) = entry.map_err(Error::from_redb)?;
-                    let (at, key) = split_index_key(k.value()).ok_or_else(|| Error::Corrupt {
-                        detail: "malformed expiry index entry".to_owned(),
-                    })?;
-                    due.push((at, key.to_vec()));
-                }
-                due
-            };
-            pass.found = due.len() as u64;
-            for (at, key) in due {
-                if shared.memtable.contains(&key) {
-                    continue;
-                }
-                let current: Option<Record> =
-                    match records.get(key.as_slice()).map_err(Error::from_redb)? {
-                        None => None,
-                        Some(bytes) => match codec::decode(bytes.value()) {
-                            Ok(r) => Some(r),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "the sweeper skipped a damaged record");
-                                pass.damaged += 1;
-                                continue;
-                            }
-                        },
-                    };
-                let indexed_here = current.as_ref().and_then(Record::sweep_at) == Some(at);
-                let t = decision::transition(current, Operation::Sweep { sweep_at: at }, now);
-                let index = index_key(at, &key);
-                if t.change == Change::Delete {
-                    records.remove(key.as_slice()).map_err(Error::from_redb)?;
-                    expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
-                    pass.deleted += 1;
-                } else if !indexed_here {
-                    // The record moved on (or is gone): this entry is stale.
-                    expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
-                }
-            }
-        }
-        if pass.found > 0 {
-            write.commit().map_err(Error::from_redb)?;
-            shared.committed();
-        } else {
-            write.abort().map_err(Error::from_redb)?;
-        }
-        Ok(pass)
-    }))
-    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
-    if result.is_err()
-        && let Err(e) = shared.reopen()
-    {
-        tracing::error!(error = %e, "reopening the idemdb database failed");
-    }
-    result
 }

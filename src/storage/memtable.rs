@@ -43,8 +43,12 @@ impl Memtable {
         }
     }
 
+    fn shard_index(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
     fn shard(&self, key: &[u8]) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+        &self.shards[self.shard_index(key)]
     }
 
     /// The journaled state of `key`: `None` if the memtable does not know it (redb has the
@@ -59,15 +63,31 @@ impl Memtable {
     }
 
     /// Makes a durable frame's changes visible.
-    pub(crate) fn publish(&self, lsn: u64, changes: &[Published]) {
-        for (key, value) in changes {
-            self.shard(key).write().insert(
-                key.clone().into_boxed_slice(),
-                Entry {
-                    lsn,
-                    value: value.clone(),
-                },
-            );
+    pub(crate) fn publish(&self, lsn: u64, changes: Vec<Published>) {
+        let entry = |(key, value): Published| (key.into_boxed_slice(), Entry { lsn, value });
+        if changes.len() < 4 * SHARDS {
+            for change in changes {
+                let (key, entry) = entry(change);
+                self.shard(&key).write().insert(key, entry);
+            }
+            return;
+        }
+        // A large frame (a sweep's): take each shard's lock once.
+        let mut by_shard: Vec<Vec<Published>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for change in changes {
+            let index = self.shard_index(&change.0);
+            by_shard[index].push(change);
+        }
+        for (shard, changes) in self.shards.iter().zip(by_shard) {
+            if changes.is_empty() {
+                continue;
+            }
+            let mut shard = shard.write();
+            shard.reserve(changes.len());
+            for change in changes {
+                let (key, entry) = entry(change);
+                shard.insert(key, entry);
+            }
         }
     }
 
@@ -129,13 +149,16 @@ mod tests {
     fn latest_state_wins_and_folds_keep_newer_changes() {
         let m = Memtable::new();
         assert!(m.get(b"k").is_none());
-        m.publish(1, &[(b"k".to_vec(), v(b"one")), (b"gone".to_vec(), None)]);
-        m.publish(2, &[(b"k".to_vec(), v(b"two"))]);
+        m.publish(
+            1,
+            vec![(b"k".to_vec(), v(b"one")), (b"gone".to_vec(), None)],
+        );
+        m.publish(2, vec![(b"k".to_vec(), v(b"two"))]);
         assert_eq!(m.get(b"k"), Some(v(b"two")));
         assert_eq!(m.get(b"gone"), Some(None), "a tombstone is a known state");
         let snap = m.snapshot();
         assert_eq!(snap.len(), 2);
-        m.publish(3, &[(b"k".to_vec(), v(b"three"))]);
+        m.publish(3, vec![(b"k".to_vec(), v(b"three"))]);
         m.remove_folded(snap.iter().map(|(k, e)| (&**k, e.lsn)));
         assert_eq!(
             m.get(b"k"),
@@ -150,7 +173,7 @@ mod tests {
     fn ranges_are_sorted_and_bounded() {
         let m = Memtable::new();
         for k in [b"c".as_slice(), b"a", b"b", b"d"] {
-            m.publish(1, &[(k.to_vec(), v(k))]);
+            m.publish(1, vec![(k.to_vec(), v(k))]);
         }
         let keys: Vec<Box<[u8]>> = m
             .range(b"b", Some(b"d"))

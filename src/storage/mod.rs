@@ -18,6 +18,7 @@ mod fold;
 pub(crate) mod journal;
 mod memtable;
 mod open;
+mod sweep;
 mod tables;
 mod unsynced;
 mod writer;
@@ -40,14 +41,17 @@ pub(crate) struct ScanPage {
 }
 
 /// What one sweep batch did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SweepPass {
-    /// Due expiry-index entries examined.
+    /// Due records examined: expiry-index entries, and unfolded records found expired.
     pub(crate) found: u64,
     /// Records deleted.
     pub(crate) deleted: u64,
-    /// Records skipped because they could not be decoded.
-    pub(crate) damaged: u64,
+    /// Journal frames the deletions took (each at most `limit` records).
+    pub(crate) batches: u64,
+    /// Where the next batch of the same sweep starts (an expiry-index key; `None`: nothing
+    /// more was due).
+    pub(crate) resume: Option<Vec<u8>>,
 }
 
 /// Durable storage for records, as the store needs it.
@@ -65,9 +69,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// about `limit` of them, and where to continue.
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage>;
 
-    /// Deletes up to `limit` records expired at `now`, in one transaction. A record claimed
-    /// anew after it expired is never deleted.
-    fn sweep(&self, now: Timestamp, limit: usize) -> Result<SweepPass>;
+    /// Examines up to `limit` due expiry-index entries, from `from` (the `resume` of the
+    /// previous batch of the same sweep) or the start, and durably deletes the records that
+    /// are expired at `now`. A record claimed anew after it expired is never deleted.
+    fn sweep(&self, now: Timestamp, limit: usize, from: Option<&[u8]>) -> Result<SweepPass>;
 
     /// Counters of the engine's own work.
     fn stats(&self) -> EngineStats;

@@ -24,6 +24,7 @@ use crate::storage::engine::{Published, Shared};
 use crate::storage::journal::AppendError;
 use crate::storage::journal::frame;
 use crate::storage::memtable;
+use crate::time::Timestamp;
 
 /// What the writer is asked to do.
 pub(crate) enum Job {
@@ -32,8 +33,24 @@ pub(crate) enum Job {
         ops: Vec<KeyedOp>,
         reply: Sender<Vec<Result<Outcome>>>,
     },
+    /// Delete the records a sweep found due; answer with how many were deleted.
+    Sweep {
+        sweep: SweepJob,
+        reply: Sender<Result<u64>>,
+    },
     /// Finish what is queued before this, make it durable, stop.
     Close { reply: Sender<Result<()>> },
+}
+
+/// Records a sweep found expired in a redb snapshot, for the writer to delete.
+pub(crate) struct SweepJob {
+    /// Storage keys and the expiry-index instant each was found under.
+    pub(crate) due: Vec<(Vec<u8>, Timestamp)>,
+    /// The instant the sweep checked expiry at.
+    pub(crate) now: Timestamp,
+    /// The redb epoch of the snapshot the keys were checked in (see
+    /// [`Shared::epoch`](crate::storage::engine::Shared)).
+    pub(crate) epoch: u64,
 }
 
 struct Pending {
@@ -86,6 +103,7 @@ impl Writer<'_> {
             };
             let mut batch = Vec::new();
             let mut close = None;
+            let mut sweep = None;
             let (mut ops, mut bytes) = (0usize, 0usize);
             let mut next = Some(first);
             while let Some(job) = next.take() {
@@ -94,6 +112,10 @@ impl Writer<'_> {
                         ops += o.len();
                         bytes += o.iter().map(|(k, op)| estimated_size(k, op)).sum::<usize>();
                         batch.push(Pending { ops: o, reply });
+                    }
+                    Job::Sweep { sweep: job, reply } => {
+                        sweep = Some((job, reply));
+                        break;
                     }
                     Job::Close { reply } => {
                         close = Some(reply);
@@ -107,12 +129,18 @@ impl Writer<'_> {
             if !batch.is_empty() {
                 self.commit(batch);
             }
+            if let Some((job, reply)) = sweep {
+                let _ = reply.send(self.sweep(job));
+            }
             if let Some(reply) = close {
                 // Anything queued after the close is refused.
                 while let Ok(job) = queue.try_recv() {
                     match job {
                         Job::Apply { ops, reply } => {
                             let _ = reply.send(ops.iter().map(|_| Err(Error::Closed)).collect());
+                        }
+                        Job::Sweep { reply, .. } => {
+                            let _ = reply.send(Err(Error::Closed));
                         }
                         Job::Close { reply } => {
                             let _ = reply.send(Ok(()));
@@ -173,10 +201,16 @@ impl Writer<'_> {
                 let current = match (current, &op) {
                     (Ok(current), _) => current,
                     // An operator may still delete or overwrite a damaged record.
+                    (Err(Error::Corrupt { .. }), Operation::Delete) => {
+                        overlay.insert(key.clone(), None);
+                        changed.push(key);
+                        only_claims = false;
+                        answer.push(Ok(Outcome::Deleted { existed: true }));
+                        continue;
+                    }
                     (
                         Err(Error::Corrupt { .. }),
-                        Operation::Delete
-                        | Operation::Import {
+                        Operation::Import {
                             overwrite: true, ..
                         },
                     ) => None,
@@ -230,6 +264,42 @@ impl Writer<'_> {
         }
     }
 
+    /// Deletes the due records of a sweep, as one journaled frame of tombstones. A key with
+    /// a newer journaled state is decided against that state; any other key was checked
+    /// against redb by the sweep, and stays checked while no fold has committed since (a
+    /// fold is the only thing that changes redb under a running store, and it forgets its
+    /// memtable entries only after its commit moves the epoch).
+    fn sweep(&mut self, job: SweepJob) -> Result<u64> {
+        let shared = self.shared;
+        let mut tombstones: Vec<memtable::Published> = Vec::with_capacity(job.due.len());
+        for (key, sweep_at) in job.due {
+            let due = match shared.memtable.get(&key) {
+                Some(state) => state
+                    .map(|bytes| codec::decode(&bytes))
+                    .transpose()
+                    .is_ok_and(|current| swept(current, sweep_at, job.now)),
+                None if shared.epoch() == job.epoch => true,
+                None => shared
+                    .read(&key)
+                    .is_ok_and(|current| swept(current, sweep_at, job.now)),
+            };
+            if due {
+                tombstones.push((key, None));
+            }
+        }
+        if tombstones.is_empty() {
+            return Ok(0);
+        }
+        let deleted = tombstones.len() as u64;
+        let durable = shared.commit.durable;
+        self.append_and_publish(tombstones, durable)?;
+        let c = &shared.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.committed_ops.fetch_add(deleted, Ordering::Relaxed);
+        c.largest_batch.fetch_max(deleted, Ordering::Relaxed);
+        Ok(deleted)
+    }
+
     /// Appends the batch's final states as one frame and publishes them.
     fn journal(
         &mut self,
@@ -246,13 +316,20 @@ impl Writer<'_> {
             };
             changes.push((key, value));
         }
+        let commit = shared.commit;
+        let sync = commit.durable && !(commit.defer_claim_sync && only_claims);
+        self.append_and_publish(changes, sync)
+    }
+
+    /// Appends `changes` as one frame (synced if `sync`), then publishes them to the
+    /// memtable. A full journal waits for a fold to free space.
+    fn append_and_publish(&mut self, changes: Vec<memtable::Published>, sync: bool) -> Result<()> {
+        let shared = self.shared;
         let mut payload = Vec::new();
         frame::encode_changes(
             changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
             &mut payload,
         );
-        let commit = shared.commit;
-        let sync = commit.durable && !(commit.defer_claim_sync && only_claims);
         let started = Instant::now();
         let mut fold_attempts_seen = 0u32;
         loop {
@@ -266,7 +343,7 @@ impl Writer<'_> {
             match appended {
                 Ok(appended) => {
                     // Publish, then advance the cut a fold may record (in that order).
-                    shared.memtable.publish(appended.lsn, &changes);
+                    shared.memtable.publish(appended.lsn, changes);
                     *shared.published.lock() = Published {
                         lsn: appended.lsn,
                         end: appended.end,
@@ -311,6 +388,11 @@ fn journal_full(fold_error: Error) -> Error {
             "the journal is full and folding it into the database fails: {other}"
         )))),
     }
+}
+
+/// Whether a sweep deletes `current`, found under `sweep_at`, at `now`.
+fn swept(current: Option<Record>, sweep_at: Timestamp, now: Timestamp) -> bool {
+    decision::transition(current, Operation::Sweep { sweep_at }, now).change == Change::Delete
 }
 
 fn reply(batch: Vec<Pending>, answers: Vec<Vec<Result<Outcome>>>) {

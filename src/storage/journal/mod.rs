@@ -31,7 +31,7 @@ use frame::{Change, FILE_HEADER_LEN, FRAME_ALIGN, FileHeader, FrameKind, HEADER_
 
 /// The journal grows its file by this much at a time (zero-filled, then synced with the
 /// next commit).
-const GROWTH_CHUNK: u64 = 4 * 1024 * 1024;
+const GROWTH_CHUNK: u64 = 1024 * 1024;
 
 /// The smallest journal accepted.
 pub(crate) const MIN_CAPACITY: u64 = 1024 * 1024;
