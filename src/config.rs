@@ -77,6 +77,7 @@ pub struct StoreBuilder {
     two_phase_commit: bool,
     quick_repair: bool,
     cache_size: usize,
+    record_cache_size: usize,
     clock: Arc<dyn Clock>,
     recovery: RecoveryPolicy,
     verify_on_open: bool,
@@ -102,6 +103,7 @@ impl Default for StoreBuilder {
             two_phase_commit: false,
             quick_repair: false,
             cache_size: 256 * 1024 * 1024,
+            record_cache_size: 64 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             recovery: RecoveryPolicy::TakeOver,
             verify_on_open: true,
@@ -213,6 +215,14 @@ impl StoreBuilder {
     /// Memory for redb's page cache, in bytes (default 256 MiB).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_size = bytes;
+        self
+    }
+
+    /// Memory for decoded records read from the database, in bytes (default 64 MiB; 0
+    /// turns the cache off). Replays of recently read keys are answered from it without a
+    /// B-tree lookup; it is on top of [`cache_size`](Self::cache_size).
+    pub fn record_cache_size(mut self, bytes: usize) -> Self {
+        self.record_cache_size = bytes;
         self
     }
 
@@ -368,6 +378,7 @@ impl StoreBuilder {
             max_batch: self.max_batch,
             journal_size: self.journal_size,
             fold_interval: self.fold_interval,
+            record_cache_size: self.record_cache_size,
         }
     }
 

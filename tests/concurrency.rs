@@ -254,3 +254,50 @@ fn a_dropped_claim_under_the_strict_policy_wakes_waiters_to_abandoned() {
     assert!(matches!(result, Err(RunError::Failed(_))));
     assert_eq!(t.store.stats().in_flight_here, 0);
 }
+
+/// Readers never go back in time, while folds move records from the journal into the
+/// database (and past the record cache) underneath them: once a reader has seen round r
+/// of a key, it never sees an earlier round.
+#[test]
+fn readers_never_see_an_older_state_across_folds() {
+    const KEYS: usize = 4;
+    const ROUNDS: u32 = 150;
+    let t = TestStore::with(|b| {
+        b.durability(idemdb::Durability::None)
+            .fold_interval(Duration::from_millis(1))
+    });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let store = t.store.clone();
+            let done = &done;
+            s.spawn(move || {
+                let mut seen = [0u32; KEYS];
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) || reads == 0 {
+                    for (k, last) in seen.iter_mut().enumerate() {
+                        let record = store.get("s", &format!("k{k}")).expect("get");
+                        reads += 1;
+                        let Some(response) = record.as_ref().and_then(|r| r.response()) else {
+                            continue;
+                        };
+                        let round = u32::from_le_bytes(response.try_into().expect("4 bytes"));
+                        assert!(round >= *last, "key {k}: saw round {round} after {last}");
+                        *last = round;
+                    }
+                }
+            });
+        }
+        for round in 1..=ROUNDS {
+            for k in 0..KEYS {
+                let key = format!("k{k}");
+                t.store.delete("s", &key).expect("delete");
+                execute(t.store.begin("s", &key, fp("a")).expect("begin"))
+                    .complete(round.to_le_bytes())
+                    .expect("complete");
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert!(t.store.stats().folds > 1, "{:?}", t.store.stats());
+}

@@ -23,6 +23,7 @@ use crate::storage::journal::frame::FileHeader;
 use crate::storage::journal::{Journal, MIN_CAPACITY};
 use crate::storage::memtable::Memtable;
 use crate::storage::open::{Opener, corrupt_from_panic};
+use crate::storage::record_cache::RecordCache;
 use crate::storage::tables::{self, Checkpoint, RECORDS};
 use crate::storage::writer::{self, Job, SweepJob};
 use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
@@ -44,6 +45,8 @@ pub(crate) struct CommitSettings {
     pub(crate) journal_size: u64,
     /// How long changes may wait in the memtable before a fold.
     pub(crate) fold_interval: Duration,
+    /// Bytes of decoded records cached in front of redb.
+    pub(crate) record_cache_size: usize,
 }
 
 type Snapshot = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
@@ -114,6 +117,8 @@ pub(crate) struct Shared {
     epoch: AtomicU64,
     snapshot: RwLock<Option<(u64, Snapshot)>>,
     pub(crate) memtable: Memtable,
+    /// Records read from redb (see [`RecordCache`]).
+    pub(crate) cache: RecordCache,
     /// Held by the writer across an append and its sync: read the figures below instead.
     pub(crate) journal: Mutex<Journal>,
     pub(crate) journal_id: u128,
@@ -246,26 +251,25 @@ impl Shared {
         Ok((epoch, table))
     }
 
-    /// Runs `f` on the stored bytes of `key` (memtable first, then redb).
-    pub(crate) fn with_bytes<T>(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> T,
-    ) -> Result<T> {
-        if let Some(state) = self.memtable.get(key) {
-            return Ok(f(state.as_deref()));
-        }
-        let table = self.snapshot()?;
-        catch_unwind(AssertUnwindSafe(|| {
-            let guard = table.get(key).map_err(Error::from_redb)?;
-            Ok(f(guard.as_ref().map(|g| g.value())))
-        }))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
-    }
-
-    /// The current record of `key`, decoded.
+    /// The current record of `key`: the memtable's, else redb's (from the record cache if
+    /// it has it).
     pub(crate) fn read(&self, key: &[u8]) -> Result<Option<Record>> {
-        self.with_bytes(key, |bytes| bytes.map(codec::decode).transpose())?
+        if let Some(state) = self.memtable.get(key) {
+            return state.as_deref().map(codec::decode).transpose();
+        }
+        if let Some(record) = self.cache.get(key) {
+            return Ok(Some(Record::clone(&record)));
+        }
+        let (epoch, table) = self.snapshot_at()?;
+        let record = catch_unwind(AssertUnwindSafe(|| -> Result<Option<Record>> {
+            let guard = table.get(key).map_err(Error::from_redb)?;
+            guard.map(|g| codec::decode(g.value())).transpose()
+        }))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        if let Some(record) = &record {
+            self.cache.insert(key, record, epoch, || self.epoch());
+        }
+        Ok(record)
     }
 
     /// Makes everything durable and closes the database.
@@ -331,6 +335,7 @@ impl JournaledEngine {
             epoch: AtomicU64::new(0),
             snapshot: RwLock::new(None),
             memtable: Memtable::new(),
+            cache: RecordCache::new(commit.record_cache_size),
             journal: Mutex::new(journal),
             journal_id,
             journal_area,

@@ -178,7 +178,10 @@ pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
         }
         return Err(e);
     }
+    // In this order: the epoch moves, the cache forgets the keys, the memtable forgets them
+    // (see `record_cache`).
     shared.committed();
+    shared.cache.evict(entries.iter().map(|(k, _)| &**k));
     *shared.fold_error.lock() = None;
     shared
         .memtable

@@ -18,6 +18,7 @@ mod fold;
 pub(crate) mod journal;
 mod memtable;
 mod open;
+mod record_cache;
 mod sweep;
 mod tables;
 mod unsynced;
