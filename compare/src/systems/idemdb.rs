@@ -201,7 +201,7 @@ impl System for Idemdb {
 
     fn describe(&self) -> String {
         format!(
-            "idemdb {} (default settings: durable group commit into the journal, folds every 1 s, 256 MiB cache, sweeps in batches of {}; background sweeper off, manual clock)",
+            "idemdb {} (default settings: durable group commit into the journal, folds every 1 s, 256 MiB page cache and 64 MiB record cache, sweeps in batches of {}; background sweeper off, manual clock)",
             env!("CARGO_PKG_VERSION"),
             self.sweep_batch
         )
