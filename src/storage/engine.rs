@@ -133,6 +133,9 @@ pub(crate) struct Shared {
     pub(crate) space_freed: Signal,
     /// Serialises folds (the folder thread, and the final fold at close).
     pub(crate) fold_lock: Mutex<()>,
+    /// Held across each commit's decisions, journal append and publication: by the writer
+    /// thread, or by a caller committing on its own thread (see `writer::commit_here`).
+    pub(crate) commit_lock: Mutex<()>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) commit: CommitSettings,
     pub(crate) counters: Counters,
@@ -344,6 +347,7 @@ impl JournaledEngine {
             fold_wanted: Signal::default(),
             space_freed: Signal::default(),
             fold_lock: Mutex::new(()),
+            commit_lock: Mutex::new(()),
             clock,
             commit,
             counters: Counters::default(),
@@ -387,6 +391,8 @@ impl JournaledEngine {
                 tracing::error!("the idemdb folder thread panicked");
             }
         }
+        // A caller committing on its own thread finishes before the last fold.
+        let _commits = self.shared.commit_lock.lock();
         let folded = if written.is_ok() {
             fold::fold_once(&self.shared, true).map(drop)
         } else {
@@ -552,6 +558,19 @@ impl Engine for JournaledEngine {
         let closed = || (0..n).map(|_| Err(Error::Closed)).collect();
         if self.closed.load(Ordering::Acquire) {
             return closed();
+        }
+        // Nothing running or queued: commit here rather than hand over to the writer.
+        let commit = self.shared.commit;
+        if commit.durable
+            && !commit.defer_claim_sync
+            && self.jobs.is_empty()
+            && let Some(_commits) = self.shared.commit_lock.try_lock()
+        {
+            // Checked under the lock: a close waits for this commit, or it sees the close.
+            if self.closed.load(Ordering::Acquire) {
+                return closed();
+            }
+            return writer::commit_here(&self.shared, ops);
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         if self.jobs.send(Job::Apply { ops, reply }).is_err() {

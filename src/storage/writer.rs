@@ -101,6 +101,8 @@ impl Writer<'_> {
                     Err(_) => return self.finish(None),
                 }
             };
+            // Collect the batch only once no other commit runs: what queued meanwhile joins.
+            let commits = self.shared.commit_lock.lock();
             let mut batch = Vec::new();
             let mut close = None;
             let mut sweep = None;
@@ -132,6 +134,7 @@ impl Writer<'_> {
             if let Some((job, reply)) = sweep {
                 let _ = reply.send(self.sweep(job));
             }
+            drop(commits);
             if let Some(reply) = close {
                 // Anything queued after the close is refused.
                 while let Ok(job) = queue.try_recv() {
@@ -180,8 +183,19 @@ impl Writer<'_> {
         }
     }
 
-    /// Decides, journals and answers one batch.
+    /// Decides, journals and answers one batch. The caller holds the commit lock.
     fn commit(&mut self, mut batch: Vec<Pending>) {
+        let ops = batch
+            .iter_mut()
+            .map(|pending| std::mem::take(&mut pending.ops))
+            .collect();
+        let answers = self.decide_and_journal(ops);
+        reply(batch, answers);
+    }
+
+    /// Decides each operation against the latest state, journals the batch's changes as one
+    /// frame and publishes them; one answer per operation. The caller holds the commit lock.
+    fn decide_and_journal(&mut self, batch: Vec<Vec<KeyedOp>>) -> Vec<Vec<Result<Outcome>>> {
         let shared = self.shared;
         let now = shared.clock.now();
         // The batch's own view: keys it changed, with their new state.
@@ -190,9 +204,9 @@ impl Writer<'_> {
         let mut only_claims = true;
         let mut answers: Vec<Vec<Result<Outcome>>> = Vec::with_capacity(batch.len());
         let mut op_count = 0u64;
-        for pending in &mut batch {
-            let mut answer = Vec::with_capacity(pending.ops.len());
-            for (key, op) in std::mem::take(&mut pending.ops) {
+        for ops in batch {
+            let mut answer = Vec::with_capacity(ops.len());
+            for (key, op) in ops {
                 op_count += 1;
                 let current = match overlay.get(&key) {
                     Some(state) => Ok(state.clone()),
@@ -237,7 +251,7 @@ impl Writer<'_> {
             answers.push(answer);
         }
         if changed.is_empty() {
-            return reply(batch, answers);
+            return answers;
         }
         let result = self.journal(&overlay, changed, only_claims);
         match result {
@@ -246,7 +260,7 @@ impl Writer<'_> {
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 c.committed_ops.fetch_add(op_count, Ordering::Relaxed);
                 c.largest_batch.fetch_max(op_count, Ordering::Relaxed);
-                reply(batch, answers);
+                answers
             }
             Err(error) => {
                 // Nothing of a failed batch is acknowledged, or visible.
@@ -255,11 +269,10 @@ impl Writer<'_> {
                     .failed_commits
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "an idemdb journal commit failed");
-                let failed = answers
+                answers
                     .iter()
                     .map(|a| a.iter().map(|_| Err(error.clone())).collect())
-                    .collect();
-                reply(batch, failed);
+                    .collect()
             }
         }
     }
@@ -388,6 +401,23 @@ fn journal_full(fold_error: Error) -> Error {
             "the journal is full and folding it into the database fails: {other}"
         )))),
     }
+}
+
+/// Commits `ops` on the calling thread, which holds the commit lock: when no other commit
+/// is running or queued, this saves the two thread hand-offs (to the writer and back) that
+/// would otherwise cost more than the decision itself. Only for stores that sync every
+/// commit, so no frame is ever left for the writer thread to sync later.
+pub(crate) fn commit_here(shared: &Shared, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
+    debug_assert!(shared.commit.durable && !shared.commit.defer_claim_sync);
+    let mut writer = Writer {
+        shared,
+        unsynced: false,
+    };
+    writer
+        .decide_and_journal(vec![ops])
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 /// Whether a sweep deletes `current`, found under `sweep_at`, at `now`.
