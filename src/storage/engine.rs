@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     /// Held across each commit's decisions, journal append and publication: by the writer
     /// thread, or by a caller committing on its own thread (see `writer::commit_here`).
     pub(crate) commit_lock: Mutex<()>,
+    /// Set while the writer thread has a batch to commit: callers then queue for it.
+    pub(crate) writer_busy: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) commit: CommitSettings,
     pub(crate) counters: Counters,
@@ -348,6 +350,7 @@ impl JournaledEngine {
             space_freed: Signal::default(),
             fold_lock: Mutex::new(()),
             commit_lock: Mutex::new(()),
+            writer_busy: AtomicBool::new(false),
             clock,
             commit,
             counters: Counters::default(),
@@ -559,11 +562,13 @@ impl Engine for JournaledEngine {
         if self.closed.load(Ordering::Acquire) {
             return closed();
         }
-        // Nothing running or queued: commit here rather than hand over to the writer.
+        // Nothing running or queued, and the writer thread idle: commit here rather than
+        // hand over to the writer.
         let commit = self.shared.commit;
         if commit.durable
             && !commit.defer_claim_sync
             && self.jobs.is_empty()
+            && !self.shared.writer_busy.load(Ordering::SeqCst)
             && let Some(_commits) = self.shared.commit_lock.try_lock()
         {
             // Checked under the lock: a close waits for this commit, or it sees the close.

@@ -101,6 +101,9 @@ impl Writer<'_> {
                     Err(_) => return self.finish(None),
                 }
             };
+            // Callers stop committing on their own threads until this batch is done (they
+            // would take the lock again and again ahead of this thread otherwise).
+            self.shared.writer_busy.store(true, Ordering::SeqCst);
             // Collect the batch only once no other commit runs: what queued meanwhile joins.
             let commits = self.shared.commit_lock.lock();
             let mut batch = Vec::new();
@@ -135,6 +138,7 @@ impl Writer<'_> {
                 let _ = reply.send(self.sweep(job));
             }
             drop(commits);
+            self.shared.writer_busy.store(false, Ordering::SeqCst);
             if let Some(reply) = close {
                 // Anything queued after the close is refused.
                 while let Ok(job) = queue.try_recv() {
