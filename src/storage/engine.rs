@@ -257,13 +257,13 @@ impl Shared {
     }
 
     /// The current record of `key`: the memtable's, else redb's (from the record cache if
-    /// it has it).
+    /// it knows the key, present or absent).
     pub(crate) fn read(&self, key: &[u8]) -> Result<Option<Record>> {
         if let Some(state) = self.memtable.get(key) {
             return state.as_deref().map(codec::decode).transpose();
         }
-        if let Some(record) = self.cache.get(key) {
-            return Ok(Some(Record::clone(&record)));
+        if let Some(cached) = self.cache.get(key) {
+            return Ok(cached.map(|record| Record::clone(&record)));
         }
         let (epoch, table) = self.snapshot_at()?;
         let record = catch_unwind(AssertUnwindSafe(|| -> Result<Option<Record>> {
@@ -271,9 +271,8 @@ impl Shared {
             guard.map(|g| codec::decode(g.value())).transpose()
         }))
         .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
-        if let Some(record) = &record {
-            self.cache.insert(key, record, epoch, || self.epoch());
-        }
+        self.cache
+            .insert(key, record.as_ref(), epoch, || self.epoch());
         Ok(record)
     }
 

@@ -1,5 +1,7 @@
 //! A cache of decoded records read from redb, so a retry storm replaying the same keys is
-//! answered from memory: no B-tree descent, no decoding.
+//! answered from memory: no B-tree descent, no decoding. It also remembers keys redb does
+//! not have: a fresh key is looked up by its caller's `begin`, and again by the writer
+//! deciding its claim, and the second lookup must not cost a B-tree descent.
 //!
 //! It mirrors redb only (the memtable, read first, holds everything newer). redb changes
 //! under a running store only through folds, and a fold evicts the keys it wrote after its
@@ -23,7 +25,8 @@ const ENTRY_OVERHEAD: usize = 128;
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<Box<[u8]>, Arc<Record>>,
+    /// `None`: redb has no record under the key.
+    entries: HashMap<Box<[u8]>, Option<Arc<Record>>>,
     bytes: usize,
 }
 
@@ -35,8 +38,8 @@ pub(crate) struct RecordCache {
     shard_budget: usize,
 }
 
-fn cost(key: &[u8], record: &Record) -> usize {
-    key.len() + record.response().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+fn cost(key: &[u8], record: Option<&Record>) -> usize {
+    key.len() + record.and_then(Record::response).map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
 }
 
 impl RecordCache {
@@ -53,20 +56,20 @@ impl RecordCache {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    /// The cached record of `key`.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
+    /// What is cached for `key`: `Some(None)` if redb has no record under it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Arc<Record>>> {
         if self.shard_budget == 0 {
             return None;
         }
         self.shard(key).lock().entries.get(key).cloned()
     }
 
-    /// Caches `record`, read from a snapshot at `read_epoch`, if `epoch()` still says that
-    /// epoch (see the module docs).
+    /// Caches `record` (`None`: absent), read from a snapshot at `read_epoch`, if `epoch()`
+    /// still says that epoch (see the module docs).
     pub(crate) fn insert(
         &self,
         key: &[u8],
-        record: &Record,
+        record: Option<&Record>,
         read_epoch: u64,
         epoch: impl Fn() -> u64,
     ) {
@@ -85,11 +88,14 @@ impl RecordCache {
                 break;
             };
             if let Some(old) = shard.entries.remove(&victim) {
-                shard.bytes -= cost(&victim, &old);
+                shard.bytes -= cost(&victim, old.as_deref());
             }
         }
-        if let Some(old) = shard.entries.insert(key.into(), Arc::new(record.clone())) {
-            shard.bytes -= cost(key, &old);
+        if let Some(old) = shard
+            .entries
+            .insert(key.into(), record.map(|r| Arc::new(r.clone())))
+        {
+            shard.bytes -= cost(key, old.as_deref());
         }
         shard.bytes += added;
     }
@@ -102,7 +108,7 @@ impl RecordCache {
         for key in keys {
             let mut shard = self.shard(key).lock();
             if let Some(old) = shard.entries.remove(key) {
-                shard.bytes -= cost(key, &old);
+                shard.bytes -= cost(key, old.as_deref());
             }
         }
     }
@@ -139,12 +145,12 @@ mod tests {
     fn a_record_read_before_an_eviction_is_not_cached_after_it() {
         let cache = RecordCache::new(1 << 20);
         let record = completed(b"old");
-        cache.insert(b"k", &record, 7, || 7);
+        cache.insert(b"k", Some(&record), 7, || 7);
         assert!(cache.get(b"k").is_some());
         cache.evict([b"k".as_slice()].into_iter());
         assert!(cache.get(b"k").is_none());
         // The fold moved the epoch on: a reader of the old snapshot adds nothing.
-        cache.insert(b"k", &record, 7, || 8);
+        cache.insert(b"k", None, 7, || 8);
         assert!(cache.get(b"k").is_none());
     }
 
@@ -153,7 +159,7 @@ mod tests {
         let cache = RecordCache::new(SHARDS * 4 * (ENTRY_OVERHEAD + 110));
         let record = completed(&[1u8; 100]);
         for i in 0..1000u32 {
-            cache.insert(&i.to_be_bytes(), &record, 0, || 0);
+            cache.insert(&i.to_be_bytes(), Some(&record), 0, || 0);
         }
         for shard in cache.shards.iter() {
             let shard = shard.lock();
@@ -167,9 +173,17 @@ mod tests {
     }
 
     #[test]
+    fn keys_redb_does_not_have_are_cached_as_absent() {
+        let cache = RecordCache::new(1 << 20);
+        cache.insert(b"fresh", None, 0, || 0);
+        assert!(matches!(cache.get(b"fresh"), Some(None)));
+        assert!(cache.get(b"unknown").is_none());
+    }
+
+    #[test]
     fn a_zero_budget_caches_nothing() {
         let cache = RecordCache::new(0);
-        cache.insert(b"k", &completed(b"r"), 0, || 0);
+        cache.insert(b"k", Some(&completed(b"r")), 0, || 0);
         assert!(cache.get(b"k").is_none());
     }
 }
