@@ -185,8 +185,8 @@ impl StoreBuilder {
         self
     }
 
-    /// How many expired records one sweep transaction deletes at most (default 10,000), which
-    /// bounds how long a sweep can hold up claims.
+    /// How many expired records one sweep batch deletes at most (default 10,000): one
+    /// journal frame of tombstones, which bounds how long a sweep can hold up claims.
     pub fn sweep_batch(mut self, batch: usize) -> Self {
         self.sweep_batch = batch;
         self

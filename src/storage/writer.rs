@@ -5,7 +5,9 @@
 //!
 //! Batching is natural, not timed: while one sync runs, new operations queue up, and the
 //! next frame takes all of them (up to `max_batch`, and a byte budget that keeps a frame
-//! well inside the journal). A lone caller is never delayed waiting for company.
+//! well inside the journal). A lone caller is never delayed waiting for company: when no
+//! commit runs or waits, it commits on its own thread ([`commit_here`]), under the same
+//! commit lock. Sweeps send batches of tombstones through the same thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
