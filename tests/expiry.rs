@@ -388,3 +388,55 @@ fn a_damaged_record_can_be_deleted() {
     assert!(report.is_healthy(), "{report:?}");
     assert!(t.store.get("s", "k").expect("get").is_none());
 }
+
+/// A store written before the expiry index was kept exact may hold an entry left behind by
+/// a damaged record that was replaced. Opening it removes such entries once, so a sweep
+/// (which trusts the index) never deletes the live record.
+#[test]
+fn a_store_from_before_the_exact_index_is_cleaned_on_open() {
+    use idemdb::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let mut t = TestStore::new();
+    let hour = BeginOptions::new().retention(Duration::from_secs(3600));
+    execute(t.store.begin_with("s", "k", fp("a"), &hour).expect("begin"))
+        .complete(b"live")
+        .expect("complete");
+    t.store.close().expect("close");
+    let records = TableDefinition::<&[u8], &[u8]>::new("idemdb_records");
+    let expiry = TableDefinition::<&[u8], ()>::new("idemdb_expiry");
+    let meta = TableDefinition::<&str, &[u8]>::new("idemdb_meta");
+    let db = idemdb::redb::Database::open(&t.path).expect("open redb");
+    let key: Vec<u8> = {
+        let read = db.begin_read().expect("read");
+        let table = read.open_table(records).expect("records");
+        let first = table.iter().expect("iter").next().expect("one record");
+        first.expect("entry").0.value().to_vec()
+    };
+    let write = db.begin_write().expect("write");
+    {
+        // What an earlier build could leave: an entry due at T0 + 5 s for the live key,
+        // and no mark that the index is exact.
+        let mut index = (common::T0.as_millis() + 5_000).to_be_bytes().to_vec();
+        index.extend_from_slice(&key);
+        write
+            .open_table(expiry)
+            .expect("expiry")
+            .insert(index.as_slice(), ())
+            .expect("insert");
+        write
+            .open_table(meta)
+            .expect("meta")
+            .remove("index_exact")
+            .expect("remove");
+    }
+    write.commit().expect("commit");
+    db.close().expect("close redb");
+
+    t.reopen(|b| b);
+    assert!(t.store.check().expect("check").is_healthy());
+    t.clock.advance(Duration::from_secs(10));
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    assert_eq!(
+        replay(t.store.begin("s", "k", fp("a")).expect("begin")),
+        b"live"
+    );
+}

@@ -613,17 +613,23 @@ impl Engine for JournaledEngine {
         }
         // The expiry index covers redb; the first batch of a sweep also looks through the
         // memtable for expired records not yet folded (cheaper than folding them first).
+        // The epoch the writer checks is read before either look: a fold committing after it
+        // (which may move a key out of the memtable) makes the writer read the key again.
+        let epoch = shared.epoch();
         let mut unfolded = if from.is_none() {
             sweep::due_in_memtable(shared, now)
         } else {
             Vec::new()
         };
         let mut found = sweep::find_due(shared, now, limit, from)?;
+        found.epoch = epoch;
         if !unfolded.is_empty() {
             // A fold between the two looks moves keys from the memtable into the index:
             // count each key once.
             let seen: HashSet<&[u8]> = unfolded.iter().map(|(k, _)| k.as_slice()).collect();
+            let before = found.due.len();
             found.due.retain(|(key, _)| !seen.contains(key.as_slice()));
+            found.examined -= (before - found.due.len()) as u64;
         }
         found.examined += unfolded.len() as u64;
         found.due.append(&mut unfolded);

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use redb::{ReadableDatabase, TableDefinition, TableError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -18,6 +19,9 @@ pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("idemdb_expiry");
 
 const MAGIC_KEY: &str = "magic";
+/// Present once the expiry index matches the records exactly (see
+/// [`drop_mismatched_index_entries`]).
+const INDEX_EXACT_KEY: &str = "index_exact";
 const MAGIC: &[u8] = b"idemdb store";
 const FORMAT_KEY: &str = "format";
 const CHECKPOINT_KEY: &str = "checkpoint";
@@ -106,6 +110,15 @@ pub(crate) fn split_index_key(bytes: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// Checks that `db` is an idemdb store of a format this build reads, or initialises it if
 /// it is a brand-new, empty redb database.
 pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
+    // The read transaction of the check ends before the clean-up writes.
+    if !check_or_init_tables(db, path)? {
+        drop_mismatched_index_entries(db)?;
+    }
+    Ok(())
+}
+
+/// The checks of [`check_or_init`]; returns whether the expiry index is marked exact.
+fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<bool> {
     let read = db.begin_read().map_err(Error::from_redb)?;
     let meta = match read.open_table(META) {
         Ok(meta) => meta,
@@ -132,7 +145,7 @@ pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
             }
             // An empty redb file is what a crash between creating the file and the first
             // commit leaves behind, so it is initialised rather than refused.
-            return init(db);
+            return init(db).map(|()| true);
         }
         Err(e) => return Err(Error::from_redb(e)),
     };
@@ -164,7 +177,52 @@ pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
     read.open_table(EXPIRY).map_err(|e| Error::Corrupt {
         detail: format!("the expiry index is unreadable: {e}"),
     })?;
-    Ok(())
+    let exact = meta
+        .get(INDEX_EXACT_KEY)
+        .map_err(Error::from_redb)?
+        .is_some();
+    Ok(exact)
+}
+
+/// Removes every expiry-index entry that does not match its record, once, on a store
+/// written before the index was kept exact (earlier builds left the entry of a damaged
+/// record behind when it was replaced), and marks the index exact: the sweeper trusts it.
+fn drop_mismatched_index_entries(db: &redb::Database) -> Result<()> {
+    let write = db.begin_write().map_err(Error::from_redb)?;
+    {
+        let records = write.open_table(RECORDS).map_err(Error::from_redb)?;
+        let mut expiry = write.open_table(EXPIRY).map_err(Error::from_redb)?;
+        let mut mismatched = Vec::new();
+        for entry in expiry.iter().map_err(Error::from_redb)? {
+            let (index, _) = entry.map_err(Error::from_redb)?;
+            let matches = match split_index_key(index.value()) {
+                None => false,
+                Some((at, key)) => {
+                    let record = records.get(key).map_err(Error::from_redb)?;
+                    record
+                        .and_then(|bytes| codec::decode(bytes.value()).ok())
+                        .and_then(|record| record.sweep_at())
+                        == Some(at)
+                }
+            };
+            if !matches {
+                mismatched.push(index.value().to_vec());
+            }
+        }
+        for index in &mismatched {
+            expiry.remove(index.as_slice()).map_err(Error::from_redb)?;
+        }
+        if !mismatched.is_empty() {
+            tracing::warn!(
+                entries = mismatched.len(),
+                "removed expiry-index entries that did not match their records"
+            );
+        }
+        let mut meta = write.open_table(META).map_err(Error::from_redb)?;
+        meta.insert(INDEX_EXACT_KEY, &b"1"[..])
+            .map_err(Error::from_redb)?;
+    }
+    write.commit().map_err(Error::from_redb)
 }
 
 fn init(db: &redb::Database) -> Result<()> {
@@ -173,6 +231,8 @@ fn init(db: &redb::Database) -> Result<()> {
         let mut meta = write.open_table(META).map_err(Error::from_redb)?;
         meta.insert(MAGIC_KEY, MAGIC).map_err(Error::from_redb)?;
         meta.insert(FORMAT_KEY, &STORE_FORMAT.to_le_bytes()[..])
+            .map_err(Error::from_redb)?;
+        meta.insert(INDEX_EXACT_KEY, &b"1"[..])
             .map_err(Error::from_redb)?;
         write.open_table(RECORDS).map_err(Error::from_redb)?;
         write.open_table(EXPIRY).map_err(Error::from_redb)?;

@@ -107,16 +107,30 @@ impl KeepingBackend {
         }
     }
 
-    /// Writes every kept change again, in order, so the next sync covers them.
+    /// Writes every kept change again, in order, so the next sync covers them. The bytes of
+    /// uncopied writes are read first, before any copy is written back over them: the file
+    /// holds their latest bytes now, and later kept changes are replayed after them.
     fn rewrite(&self, log: &Log) -> std::io::Result<()> {
-        let mut buffer = Vec::new();
+        let len = self.inner.len()?;
+        let mut read_back = Vec::new();
+        for change in &log.changes {
+            if let Change::Range { offset, len: n } = change {
+                // A later truncation may have cut the range: what is gone needs no rewrite.
+                let end = (*offset + *n as u64).min(len);
+                let mut bytes = vec![0; end.saturating_sub(*offset) as usize];
+                self.inner.read(*offset, &mut bytes)?;
+                read_back.push(bytes);
+            }
+        }
+        let mut read_back = read_back.into_iter();
         for change in &log.changes {
             match change {
                 Change::Write { offset, bytes } => self.inner.write(*offset, bytes)?,
-                Change::Range { offset, len } => {
-                    buffer.resize(*len, 0);
-                    self.inner.read(*offset, &mut buffer)?;
-                    self.inner.write(*offset, &buffer)?;
+                Change::Range { offset, .. } => {
+                    let bytes = read_back.next().unwrap_or_default();
+                    if !bytes.is_empty() {
+                        self.inner.write(*offset, &bytes)?;
+                    }
                 }
                 Change::SetLen(len) => self.inner.set_len(*len)?,
             }
@@ -312,6 +326,23 @@ mod tests {
     #[test]
     fn writes_over_the_copy_limit_are_written_again_from_the_file() {
         writes_survive_a_failed_sync(2);
+    }
+
+    #[test]
+    fn an_uncopied_write_over_a_copied_one_keeps_its_newer_bytes() {
+        let file = Shared::default();
+        let unsynced = UnsyncedWrites::with_copy_limit(2);
+        let backend = unsynced.wrap(Box::new(file.clone()));
+        backend.write(0, b"aa").expect("write");
+        // Over the copy limit: only the range is kept.
+        backend.write(0, b"bb").expect("write");
+        // Then the file shrinks below part of a kept range.
+        backend.write(4, b"cc").expect("write");
+        backend.set_len(5).expect("set_len");
+        fail_next_sync(&file);
+        assert!(backend.sync_data().is_err());
+        backend.sync_data().expect("sync");
+        assert_eq!(durable(&file), b"bb\0\0c");
     }
 
     #[test]
