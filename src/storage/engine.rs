@@ -622,7 +622,6 @@ impl Engine for JournaledEngine {
             Vec::new()
         };
         let mut found = sweep::find_due(shared, now, limit, from)?;
-        found.epoch = epoch;
         if !unfolded.is_empty() {
             // A fold between the two looks moves keys from the memtable into the index:
             // count each key once.
@@ -652,7 +651,7 @@ impl Engine for JournaledEngine {
             let job = SweepJob {
                 due: chunk,
                 now,
-                epoch: found.epoch,
+                epoch,
             };
             if self.jobs.send(Job::Sweep { sweep: job, reply }).is_err() {
                 return Err(Error::Closed);

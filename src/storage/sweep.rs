@@ -28,11 +28,10 @@ pub(crate) struct Found {
     pub(crate) due: Vec<(Vec<u8>, Timestamp)>,
     /// Where the next scan starts (`None`: nothing more was due).
     pub(crate) resume: Option<Vec<u8>>,
-    /// The redb epoch of the snapshot scanned.
-    pub(crate) epoch: u64,
 }
 
-/// Examines up to `limit` due expiry-index entries from `from` (an index key, inclusive).
+/// Examines up to `limit` due expiry-index entries from `from` (an index key, inclusive), in
+/// a snapshot opened now (the caller reads the epoch it hands the writer before this).
 ///
 /// The index matches the records table exactly (a fold changes both in one transaction,
 /// and finds the entry of a damaged record by a scan), so an entry at or before `now` is a
@@ -44,8 +43,6 @@ pub(crate) fn find_due(
     limit: usize,
     from: Option<&[u8]>,
 ) -> Result<Found> {
-    // The epoch first: the snapshot opened after it is at least that new.
-    let epoch = shared.epoch();
     let db = shared.db()?;
     catch_unwind(AssertUnwindSafe(|| -> Result<Found> {
         let read = db.begin_read().map_err(Error::from_redb)?;
@@ -55,10 +52,7 @@ pub(crate) fn find_due(
         let upper = upper
             .as_ref()
             .map_or(Bound::Unbounded, |bound| Bound::Excluded(&bound[..]));
-        let mut found = Found {
-            epoch,
-            ..Found::default()
-        };
+        let mut found = Found::default();
         for entry in expiry
             .range::<&[u8]>((lower, upper))
             .map_err(Error::from_redb)?

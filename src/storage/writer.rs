@@ -292,16 +292,11 @@ impl Writer<'_> {
         let shared = self.shared;
         let mut tombstones: Vec<memtable::Published> = Vec::with_capacity(job.due.len());
         for (key, sweep_at) in job.due {
-            let due = match shared.memtable.get(&key) {
-                Some(state) => state
-                    .map(|bytes| codec::decode(&bytes))
-                    .transpose()
-                    .is_ok_and(|current| swept(current, sweep_at, job.now)),
-                None if shared.epoch() == job.epoch => true,
-                None => shared
+            let trusted = !shared.memtable.contains(&key) && shared.epoch() == job.epoch;
+            let due = trusted
+                || shared
                     .read(&key)
-                    .is_ok_and(|current| swept(current, sweep_at, job.now)),
-            };
+                    .is_ok_and(|current| swept(current, sweep_at, job.now));
             if due {
                 tombstones.push((key, None));
             }
