@@ -185,8 +185,10 @@ impl StoreBuilder {
         self
     }
 
-    /// How many expired records one sweep batch deletes at most (default 10,000): one
-    /// journal frame of tombstones, which bounds how long a sweep can hold up claims.
+    /// How many expired records one sweep batch examines at most (default 10,000). A batch
+    /// is synced once; the writer deletes it in frames of at most 4,096 tombstones and
+    /// commits queued claims between them, so a claim waits for one frame at most, whatever
+    /// the batch size.
     pub fn sweep_batch(mut self, batch: usize) -> Self {
         self.sweep_batch = batch;
         self

@@ -112,7 +112,7 @@ struct Args {
     /// PostgreSQL's bin directory (default: newest /usr/lib/postgresql/*/bin, then PATH).
     #[arg(long)]
     pg_bin: Option<PathBuf>,
-    /// Records per sweep batch (one journal frame) of idemdb (`StoreBuilder::sweep_batch`;
+    /// Records per sweep batch (synced once) of idemdb (`StoreBuilder::sweep_batch`;
     /// the default is the store's own).
     #[arg(long, default_value_t = DEFAULT_SWEEP_BATCH)]
     idemdb_sweep_batch: usize,

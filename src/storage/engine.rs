@@ -3,7 +3,7 @@
 //! thread. Reads look in the memtable, then in a cached redb snapshot; they never wait for
 //! a write.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use crate::storage::memtable::Memtable;
 use crate::storage::open::{Opener, corrupt_from_panic};
 use crate::storage::record_cache::RecordCache;
 use crate::storage::tables::{self, Checkpoint, RECORDS};
-use crate::storage::writer::{self, Job, SweepJob};
+use crate::storage::unsynced::UnsyncedWrites;
+use crate::storage::writer::{self, Job};
 use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
 use crate::storage::{fold, sweep};
 use crate::time::{Clock, Timestamp};
@@ -412,6 +413,15 @@ impl JournaledEngine {
 fn open_journal(opener: &Opener, db: &redb::Database, commit: CommitSettings) -> Result<Journal> {
     let checkpoint = tables::read_checkpoint(db)?;
     let io = opener.open_journal()?;
+    // A durable store's frames are kept until a sync succeeds (see `unsynced`): frames
+    // written without a sync (a sweep's, deferred claims) must not leave a hole that a
+    // failed sync dropped under later, synced frames, where recovery would stop. A store
+    // that never syncs promises nothing across a crash, and would keep its frames for ever.
+    let io: Box<dyn redb::StorageBackend> = if commit.durable {
+        Box::new(UnsyncedWrites::default().wrap(io))
+    } else {
+        io
+    };
     let has_file = io.len().map_err(Error::from_io)? > 0;
     let header = has_file.then(|| Journal::read_header(io.as_ref()));
     let capacity = commit.journal_size.max(MIN_CAPACITY);
@@ -611,60 +621,7 @@ impl Engine for JournaledEngine {
         if shared.memtable.len() >= fold::FOLD_AT_KEYS {
             fold::fold_once(shared, false)?;
         }
-        // The expiry index covers redb; the first batch of a sweep also looks through the
-        // memtable for expired records not yet folded (cheaper than folding them first).
-        // The epoch the writer checks is read before either look: a fold committing after it
-        // (which may move a key out of the memtable) makes the writer read the key again.
-        let epoch = shared.epoch();
-        let mut unfolded = if from.is_none() {
-            sweep::due_in_memtable(shared, now)
-        } else {
-            Vec::new()
-        };
-        let mut found = sweep::find_due(shared, now, limit, from)?;
-        if !unfolded.is_empty() {
-            // A fold between the two looks moves keys from the memtable into the index:
-            // count each key once.
-            let seen: HashSet<&[u8]> = unfolded.iter().map(|(k, _)| k.as_slice()).collect();
-            let before = found.due.len();
-            found.due.retain(|(key, _)| !seen.contains(key.as_slice()));
-            found.examined -= (before - found.due.len()) as u64;
-        }
-        found.examined += unfolded.len() as u64;
-        found.due.append(&mut unfolded);
-        let (mut deleted, mut batches) = (0, 0);
-        let mut due = found.due.into_iter().peekable();
-        while due.peek().is_some() {
-            // One frame per batch, well inside the journal.
-            let mut chunk = Vec::new();
-            let mut bytes = 0;
-            while let Some((key, _)) = due.peek() {
-                if chunk.len() == limit
-                    || (bytes > 0 && bytes + key.len() + 16 > shared.max_payload / 4)
-                {
-                    break;
-                }
-                bytes += key.len() + 16;
-                chunk.extend(due.next());
-            }
-            let (reply, answer) = crossbeam_channel::bounded(1);
-            let job = SweepJob {
-                due: chunk,
-                now,
-                epoch,
-            };
-            if self.jobs.send(Job::Sweep { sweep: job, reply }).is_err() {
-                return Err(Error::Closed);
-            }
-            deleted += answer.recv().unwrap_or(Err(Error::Closed))?;
-            batches += 1;
-        }
-        Ok(SweepPass {
-            found: found.examined,
-            deleted,
-            batches,
-            resume: found.resume,
-        })
+        sweep::run_pass(shared, &self.jobs, now, limit, from)
     }
 
     fn stats(&self) -> EngineStats {

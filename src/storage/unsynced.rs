@@ -1,5 +1,5 @@
-//! Keeping the database's writes until a sync makes them durable, so that a failed sync can
-//! be retried with its writes rather than without them.
+//! Keeping the writes to the database and the journal until a sync makes them durable, so
+//! that a failed sync can be retried with its writes rather than without them.
 //!
 //! Linux marks the pages of a failed `fsync` clean ("fsyncgate"): the next `fsync` succeeds
 //! without writing them, while reads still return the new bytes from the page cache. redb's
@@ -9,6 +9,10 @@
 //! written again before the next sync, including the first sync of a reopened database,
 //! before redb reads the file. A fold that fails this way is retried, and the journal keeps
 //! its frames until a fold succeeds, so nothing acknowledged depends on the lost pages.
+//!
+//! The journal of a durable store is wrapped the same way: a frame written without a sync
+//! (a sweep's tombstones, a deferred claim) and lost to a failed sync would otherwise leave
+//! a hole under the later frames a successful sync covers, and recovery stops at a hole.
 
 use std::ops::Bound;
 use std::sync::Arc;
