@@ -19,6 +19,7 @@ use crate::codec;
 use crate::decision::Outcome;
 use crate::error::{Error, Result};
 use crate::record::Record;
+use crate::storage::answer;
 use crate::storage::journal::frame::FileHeader;
 use crate::storage::journal::{Journal, MIN_CAPACITY};
 use crate::storage::memtable::Memtable;
@@ -374,9 +375,9 @@ impl JournaledEngine {
 
     fn shut_down(&self) -> Result<()> {
         // 1. The writer finishes what is queued, syncs, and stops.
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = answer::pair();
         let written = if self.jobs.send(Job::Close { reply }).is_ok() {
-            answer.recv().unwrap_or(Ok(()))
+            answer.wait().unwrap_or(Ok(()))
         } else {
             Ok(())
         };
@@ -586,11 +587,11 @@ impl Engine for JournaledEngine {
             }
             return writer::commit_here(&self.shared, ops);
         }
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = answer::pair();
         if self.jobs.send(Job::Apply { ops, reply }).is_err() {
             return closed();
         }
-        answer.recv().unwrap_or_else(|_| closed())
+        answer.wait().unwrap_or_else(closed)
     }
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {

@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+mod answer;
 mod engine;
 mod fold;
 pub(crate) mod journal;

@@ -13,12 +13,13 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use redb::ReadableDatabase;
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::storage::SweepPass;
+use crate::storage::answer::{self, Answer};
 use crate::storage::engine::Shared;
 use crate::storage::open::corrupt_from_panic;
 use crate::storage::tables::{EXPIRY, split_index_key};
@@ -100,7 +101,7 @@ pub(crate) fn run_pass(
 /// The sweep jobs of a pass on their way through the writer.
 struct Pipeline<'a> {
     jobs: &'a Sender<Job>,
-    in_flight: Vec<Receiver<Result<u64>>>,
+    in_flight: Vec<Answer<Result<u64>>>,
     /// Journal bytes one job may carry, well inside the journal.
     max_bytes: usize,
     /// Keys one job may carry: the batch size (the unfolded records of a first pass can be
@@ -138,7 +139,7 @@ impl Pipeline<'_> {
             if chunk.is_empty() && !(last && sync && self.jobs_sent > 0) {
                 return Ok(());
             }
-            let (reply, answer) = crossbeam_channel::bounded(1);
+            let (reply, answer) = answer::pair();
             let job = SweepJob {
                 due: chunk,
                 now,
@@ -160,7 +161,7 @@ impl Pipeline<'_> {
     fn wait(&mut self) -> Result<()> {
         let mut result = Ok(());
         for answer in self.in_flight.drain(..) {
-            match answer.recv().unwrap_or(Err(Error::Closed)) {
+            match answer.wait().unwrap_or(Err(Error::Closed)) {
                 Ok(n) => self.deleted += n,
                 Err(e) => {
                     if result.is_ok() {

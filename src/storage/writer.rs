@@ -16,13 +16,14 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::codec;
 use crate::decision::{self, Change, Operation, Outcome};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::storage::KeyedOp;
+use crate::storage::answer::Answerer;
 use crate::storage::engine::{Published, Shared};
 use crate::storage::journal::AppendError;
 use crate::storage::journal::frame;
@@ -34,15 +35,15 @@ pub(crate) enum Job {
     /// Apply operations; answer with one result per operation.
     Apply {
         ops: Vec<KeyedOp>,
-        reply: Sender<Vec<Result<Outcome>>>,
+        reply: Answerer<Vec<Result<Outcome>>>,
     },
     /// Delete the records a sweep found due; answer with how many were deleted.
     Sweep {
         sweep: SweepJob,
-        reply: Sender<Result<u64>>,
+        reply: Answerer<Result<u64>>,
     },
     /// Finish what is queued before this, make it durable, stop.
-    Close { reply: Sender<Result<()>> },
+    Close { reply: Answerer<Result<()>> },
 }
 
 /// Records a sweep found expired in a redb snapshot, for the writer to delete.
@@ -61,7 +62,7 @@ pub(crate) struct SweepJob {
 
 struct Pending {
     ops: Vec<KeyedOp>,
-    reply: Sender<Vec<Result<Outcome>>>,
+    reply: Answerer<Vec<Result<Outcome>>>,
 }
 
 /// Tombstones per journal frame of a sweep. The writer serves queued operations between
@@ -147,7 +148,7 @@ impl Writer<'_> {
                 self.commit(batch);
             }
             if let Some((job, reply)) = sweep {
-                let _ = reply.send(self.sweep(job, queue, &mut carried));
+                reply.send(self.sweep(job, queue, &mut carried));
             }
             drop(commits);
             self.shared.writer_busy.store(false, Ordering::SeqCst);
@@ -156,13 +157,13 @@ impl Writer<'_> {
                 while let Ok(job) = queue.try_recv() {
                     match job {
                         Job::Apply { ops, reply } => {
-                            let _ = reply.send(ops.iter().map(|_| Err(Error::Closed)).collect());
+                            reply.send(ops.iter().map(|_| Err(Error::Closed)).collect());
                         }
                         Job::Sweep { reply, .. } => {
-                            let _ = reply.send(Err(Error::Closed));
+                            reply.send(Err(Error::Closed));
                         }
                         Job::Close { reply } => {
-                            let _ = reply.send(Ok(()));
+                            reply.send(Ok(()));
                         }
                     }
                 }
@@ -207,7 +208,7 @@ impl Writer<'_> {
         }
     }
 
-    fn finish(mut self, reply: Option<Sender<Result<()>>>) {
+    fn finish(mut self, reply: Option<Answerer<Result<()>>>) {
         let synced = if self.unsynced {
             self.unsynced = false;
             self.shared.journal.lock().sync().map_err(Error::from_io)
@@ -218,7 +219,7 @@ impl Writer<'_> {
             tracing::error!(error = %e, "syncing the idemdb journal at close failed");
         }
         if let Some(reply) = reply {
-            let _ = reply.send(synced);
+            reply.send(synced);
         }
     }
 
@@ -506,7 +507,7 @@ fn swept(current: Option<Record>, sweep_at: Timestamp, now: Timestamp) -> bool {
 
 fn reply(batch: Vec<Pending>, answers: Vec<Vec<Result<Outcome>>>) {
     for (pending, answer) in batch.into_iter().zip(answers) {
-        let _ = pending.reply.send(answer);
+        pending.reply.send(answer);
     }
 }
 
