@@ -83,24 +83,25 @@ pub(crate) fn apply_changes<'a>(
     let mut n = 0;
     for (key, value) in changes {
         n += 1;
-        let old = records.get(key).map_err(Error::from_redb)?;
-        let old_sweep_at = match old.map(|bytes| codec::decode(bytes.value())) {
+        // One descent per key: the insert or removal hands back the record it replaced.
+        let (old, new_sweep_at) = match value {
+            Some(bytes) => {
+                let new_sweep_at = codec::decode(bytes)?.sweep_at();
+                let old = records.insert(key, bytes).map_err(Error::from_redb)?;
+                (old.map(|bytes| codec::decode(bytes.value())), new_sweep_at)
+            }
+            None => {
+                let old = records.remove(key).map_err(Error::from_redb)?;
+                (old.map(|bytes| codec::decode(bytes.value())), None)
+            }
+        };
+        let old_sweep_at = match old {
             None => None,
             Some(Ok(record)) => record.sweep_at(),
             Some(Err(_)) => {
                 // A damaged record's index entry cannot be computed: find it by scanning.
                 // The sweeper trusts the index to match the records exactly.
                 remove_index_entries_of(&mut expiry, key)?;
-                None
-            }
-        };
-        let new_sweep_at = match value {
-            Some(bytes) => {
-                records.insert(key, bytes).map_err(Error::from_redb)?;
-                codec::decode(bytes)?.sweep_at()
-            }
-            None => {
-                records.remove(key).map_err(Error::from_redb)?;
                 None
             }
         };
