@@ -67,7 +67,7 @@ struct Pending {
 
 /// Tombstones per journal frame of a sweep. The writer serves queued operations between
 /// frames, so a claim waits for one frame, never for a whole sweep batch (a frame of 10,000
-/// tombstones kept the writer for 4-8 ms; 1,024 keep it well under one).
+/// tombstones kept the writer for 4-8 ms; frames of 4,096 keep it well under that).
 const SWEEP_FRAME: usize = 4096;
 /// A deferred claim is made durable by the next sync, or after this long without one.
 const DEFERRED_SYNC_DELAY: Duration = Duration::from_millis(2);
@@ -119,36 +119,26 @@ impl Writer<'_> {
             self.shared.writer_busy.store(true, Ordering::SeqCst);
             // Collect the batch only once no other commit runs: what queued meanwhile joins.
             let commits = self.shared.commit_lock.lock();
-            let mut batch = Vec::new();
-            let mut close = None;
-            let mut sweep = None;
-            let (mut ops, mut bytes) = (0usize, 0usize);
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Apply { ops: o, reply } => {
-                        ops += o.len();
-                        bytes += batch_bytes(&o);
-                        batch.push(Pending { ops: o, reply });
-                    }
-                    Job::Sweep { sweep: job, reply } => {
-                        sweep = Some((job, reply));
-                        break;
-                    }
-                    Job::Close { reply } => {
-                        close = Some(reply);
-                        break;
-                    }
-                }
-                if ops < self.max_batch() && bytes < self.byte_budget() {
-                    next = carried.pop_front().or_else(|| queue.try_recv().ok());
-                }
-            }
+            let mut first = Some(first);
+            let (batch, other) = self.gather(|| {
+                first
+                    .take()
+                    .or_else(|| carried.pop_front())
+                    .or_else(|| queue.try_recv().ok())
+            });
             if !batch.is_empty() {
                 self.commit(batch);
             }
-            if let Some((job, reply)) = sweep {
-                reply.send(self.sweep(job, queue, &mut carried));
+            let mut close = None;
+            match other {
+                Some(Job::Sweep { sweep, reply }) => {
+                    reply.send(self.sweep(sweep, queue, &mut carried));
+                }
+                Some(Job::Close { reply }) => close = Some(reply),
+                // `gather` ends a batch only at another kind of job; were it not so, the
+                // operations would simply be next.
+                Some(apply @ Job::Apply { .. }) => carried.push_front(apply),
+                None => {}
             }
             drop(commits);
             self.shared.writer_busy.store(false, Ordering::SeqCst);
@@ -181,6 +171,24 @@ impl Writer<'_> {
         self.shared.max_payload / 2
     }
 
+    /// Takes the operations of one batch from `next` (jobs in queue order) up to the batch
+    /// limits; returns them and the job of another kind that ended the batch, if one did.
+    fn gather(&self, mut next: impl FnMut() -> Option<Job>) -> (Vec<Pending>, Option<Job>) {
+        let (mut batch, mut ops, mut bytes) = (Vec::new(), 0, 0);
+        while ops < self.max_batch() && bytes < self.byte_budget() {
+            match next() {
+                Some(Job::Apply { ops: o, reply }) => {
+                    ops += o.len();
+                    bytes += batch_bytes(&o);
+                    batch.push(Pending { ops: o, reply });
+                }
+                Some(other) => return (batch, Some(other)),
+                None => break,
+            }
+        }
+        (batch, None)
+    }
+
     /// Commits the operations queued now (one batch), for a sweep between its frames. Stops
     /// at the first job of another kind, which `carried` keeps for the main loop, in order.
     fn serve_queued(&mut self, queue: &Receiver<Job>, carried: &mut VecDeque<Job>) {
@@ -188,21 +196,8 @@ impl Writer<'_> {
             // Whatever queued behind a carried job waits for it (a close refuses it).
             return;
         }
-        let (mut batch, mut ops, mut bytes) = (Vec::new(), 0, 0);
-        while ops < self.max_batch() && bytes < self.byte_budget() {
-            match queue.try_recv() {
-                Ok(Job::Apply { ops: o, reply }) => {
-                    ops += o.len();
-                    bytes += batch_bytes(&o);
-                    batch.push(Pending { ops: o, reply });
-                }
-                Ok(other) => {
-                    carried.push_back(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, other) = self.gather(|| queue.try_recv().ok());
+        carried.extend(other);
         if !batch.is_empty() {
             self.commit(batch);
         }
