@@ -86,6 +86,7 @@ pub struct StoreBuilder {
     journal_size: u64,
     defer_claim_sync: bool,
     fold_interval: Duration,
+    generation_size: usize,
 }
 
 impl Default for StoreBuilder {
@@ -112,6 +113,7 @@ impl Default for StoreBuilder {
             journal_size: DEFAULT_JOURNAL_SIZE,
             defer_claim_sync: false,
             fold_interval: Duration::from_secs(1),
+            generation_size: crate::storage::DEFAULT_GENERATION_KEYS,
         }
     }
 }
@@ -292,6 +294,19 @@ impl StoreBuilder {
         self
     }
 
+    /// About how many records one generation of the records table holds before a new one
+    /// starts (default 200,000).
+    ///
+    /// New keys are written into the newest generation only, so a fold writes into a small
+    /// B-tree however large the store grows; a key's later changes are written where it
+    /// lives, and a generation that sweeps have emptied is dropped. Smaller generations make
+    /// folds cheaper; more of them make a lookup of a key the record cache does not know
+    /// test more key filters (about one cache line each, from memory).
+    pub fn generation_size(mut self, records: usize) -> Self {
+        self.generation_size = records;
+        self
+    }
+
     fn settings(&self) -> Result<Settings> {
         let invalid =
             |option: &'static str, reason: String| Err(Error::InvalidConfig { option, reason });
@@ -349,6 +364,12 @@ impl StoreBuilder {
         if self.fold_interval.is_zero() {
             return invalid("fold_interval", "must not be zero".to_owned());
         }
+        if !(1..=100_000_000).contains(&self.generation_size) {
+            return invalid(
+                "generation_size",
+                "must be between 1 and 100,000,000".to_owned(),
+            );
+        }
         Ok(Settings {
             default_retention: self.default_retention,
             max_retention: self.max_retention,
@@ -381,6 +402,7 @@ impl StoreBuilder {
             journal_size: self.journal_size,
             fold_interval: self.fold_interval,
             record_cache_size: self.record_cache_size,
+            generation_keys: self.generation_size,
         }
     }
 

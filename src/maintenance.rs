@@ -36,7 +36,8 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::split_storage_key;
 use crate::storage::{
-    EXPIRY, OpenOptions, Opener, RECORDS, corrupt_from_panic, index_key, split_index_key,
+    DEFAULT_GENERATION_KEYS, EXPIRY, Filters, OpenOptions, Opener, RecordsView, corrupt_from_panic,
+    index_key, split_index_key,
 };
 use crate::time::Timestamp;
 
@@ -62,6 +63,9 @@ pub enum ProblemKind {
     /// A record that should expire but has no expiry-index entry: the sweeper will never
     /// delete it (it still counts as absent once expired).
     UnindexedRecord,
+    /// A key held by more than one generation of the records table: which record a read
+    /// finds is then arbitrary.
+    DuplicateRecord,
 }
 
 impl ProblemKind {
@@ -73,6 +77,7 @@ impl ProblemKind {
             ProblemKind::MalformedIndexEntry => "malformed_index_entry",
             ProblemKind::DanglingIndexEntry => "dangling_index_entry",
             ProblemKind::UnindexedRecord => "unindexed_record",
+            ProblemKind::DuplicateRecord => "duplicate_record",
         }
     }
 }
@@ -193,46 +198,22 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
 }
 
 pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
+    let filters = Filters::load(db, DEFAULT_GENERATION_KEYS)?;
     let txn = db.begin_read().map_err(Error::from_redb)?;
-    let records = txn.open_table(RECORDS).map_err(Error::from_redb)?;
+    let records = RecordsView::open(&txn, &filters)?;
     let expiry = txn.open_table(EXPIRY).map_err(Error::from_redb)?;
 
-    for entry in records.iter().map_err(Error::from_redb)? {
-        let (key, value) = entry.map_err(Error::from_redb)?;
-        let key = key.value();
-        report.records += 1;
-        let Some((scope, name)) = split_storage_key(key) else {
-            report.add(
-                ProblemKind::MalformedKey,
-                format!("record key {} is not a (scope, key) pair", hex_preview(key)),
-            );
-            continue;
-        };
-        let record = match codec::decode(value.value()) {
-            Ok(record) => record,
-            Err(e) => {
-                report.add(
-                    ProblemKind::UndecodableRecord,
-                    format!("scope {scope:?} key {name:?}: {e}"),
-                );
-                continue;
-            }
-        };
-        if let Some(at) = record.sweep_at() {
-            let index = index_key(at, key);
-            if expiry
-                .get(index.as_slice())
-                .map_err(Error::from_redb)?
-                .is_none()
-            {
-                report.add(
-                    ProblemKind::UnindexedRecord,
-                    format!(
-                        "scope {scope:?} key {name:?}: no expiry-index entry for {}",
-                        at.as_millis()
-                    ),
-                );
-            }
+    for (generation, table) in records.tables() {
+        for entry in table.iter().map_err(Error::from_redb)? {
+            let (key, value) = entry.map_err(Error::from_redb)?;
+            check_record(
+                &records,
+                &expiry,
+                generation,
+                key.value(),
+                value.value(),
+                report,
+            )?;
         }
     }
 
@@ -247,9 +228,9 @@ pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Res
             );
             continue;
         };
-        let matches = match records.get(key).map_err(Error::from_redb)? {
+        let matches = match records.get(key)? {
             // An undecodable record was reported above.
-            Some(value) => codec::decode(value.value())
+            Some(value) => codec::decode(&value)
                 .map(|r| r.sweep_at() == Some(at))
                 .unwrap_or(true),
             None => false,
@@ -261,6 +242,63 @@ pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Res
                     "expiry-index entry at {} for {} matches no record",
                     Timestamp::as_millis(at),
                     describe_key(key)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks one stored record: its key, its bytes, that no other generation holds its key,
+/// and its expiry-index entry.
+fn check_record(
+    records: &RecordsView,
+    expiry: &redb::ReadOnlyTable<&'static [u8], ()>,
+    generation: u64,
+    key: &[u8],
+    value: &[u8],
+    report: &mut CheckReport,
+) -> Result<()> {
+    report.records += 1;
+    if records.holders(key)? > 1 {
+        report.add(
+            ProblemKind::DuplicateRecord,
+            format!(
+                "{} in generation {generation} is also held by another",
+                describe_key(key)
+            ),
+        );
+    }
+
+    let Some((scope, name)) = split_storage_key(key) else {
+        report.add(
+            ProblemKind::MalformedKey,
+            format!("record key {} is not a (scope, key) pair", hex_preview(key)),
+        );
+        return Ok(());
+    };
+    let record = match codec::decode(value) {
+        Ok(record) => record,
+        Err(e) => {
+            report.add(
+                ProblemKind::UndecodableRecord,
+                format!("scope {scope:?} key {name:?}: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    if let Some(at) = record.sweep_at() {
+        let index = index_key(at, key);
+        if expiry
+            .get(index.as_slice())
+            .map_err(Error::from_redb)?
+            .is_none()
+        {
+            report.add(
+                ProblemKind::UnindexedRecord,
+                format!(
+                    "scope {scope:?} key {name:?}: no expiry-index entry for {}",
+                    at.as_millis()
                 ),
             );
         }
@@ -321,6 +359,7 @@ fn file_size(path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RECORDS;
     use crate::{Fingerprint, Store};
 
     #[test]

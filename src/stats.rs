@@ -67,6 +67,9 @@ pub struct Stats {
     pub unfolded_records: u64,
     /// Bytes of the journal holding unfolded changes.
     pub journal_bytes_used: u64,
+    /// Generations of the records table holding records (see
+    /// [`StoreBuilder::generation_size`](crate::StoreBuilder::generation_size)).
+    pub generations: u64,
     /// Claims held by callers in this process right now.
     pub in_flight_here: u64,
 }
@@ -96,6 +99,7 @@ impl Stats {
             failed_folds: engine.failed_folds,
             unfolded_records: engine.memtable_records,
             journal_bytes_used: engine.journal_bytes_used,
+            generations: engine.generations,
             in_flight_here: in_flight_here as u64,
         }
     }

@@ -394,7 +394,7 @@ fn a_store_of_a_newer_format_is_refused() {
     match Store::open(&path) {
         Err(Error::NewerFormat {
             found: 99,
-            supported: 2,
+            supported: 3,
             ..
         }) => {}
         other => panic!("{other:?}"),

@@ -4,7 +4,6 @@
 //! a write.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,19 +12,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
-use redb::{ReadOnlyTable, ReadableDatabase};
+use redb::ReadableDatabase;
 
 use crate::codec;
 use crate::decision::Outcome;
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::storage::answer;
+use crate::storage::generations::{Filters, RecordsView};
 use crate::storage::journal::frame::FileHeader;
 use crate::storage::journal::{Journal, MIN_CAPACITY};
 use crate::storage::memtable::Memtable;
 use crate::storage::open::{Opener, corrupt_from_panic};
 use crate::storage::record_cache::RecordCache;
-use crate::storage::tables::{self, Checkpoint, RECORDS};
+use crate::storage::tables::{self, Checkpoint};
 use crate::storage::unsynced::UnsyncedWrites;
 use crate::storage::writer::{self, Job};
 use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
@@ -49,9 +49,11 @@ pub(crate) struct CommitSettings {
     pub(crate) fold_interval: Duration,
     /// Bytes of decoded records cached in front of redb.
     pub(crate) record_cache_size: usize,
+    /// Records per generation (see `generations`).
+    pub(crate) generation_keys: usize,
 }
 
-type Snapshot = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
+type Snapshot = Arc<RecordsView>;
 
 /// A counter that threads can wait on for a change.
 #[derive(Default)]
@@ -119,6 +121,8 @@ pub(crate) struct Shared {
     epoch: AtomicU64,
     snapshot: RwLock<Option<(u64, Snapshot)>>,
     pub(crate) memtable: Memtable,
+    /// The key filters of the record generations.
+    pub(crate) filters: Filters,
     /// Records read from redb (see [`RecordCache`]).
     pub(crate) cache: RecordCache,
     /// Held by the writer across an append and its sync: read the figures below instead.
@@ -248,7 +252,7 @@ impl Shared {
         let db = self.db()?;
         let table = catch_unwind(AssertUnwindSafe(|| -> Result<Snapshot> {
             let txn = db.begin_read().map_err(Error::from_redb)?;
-            Ok(Arc::new(txn.open_table(RECORDS).map_err(Error::from_redb)?))
+            Ok(Arc::new(RecordsView::open(&txn, &self.filters)?))
         }))
         .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
         let mut slot = self.snapshot.write();
@@ -269,8 +273,8 @@ impl Shared {
         }
         let (epoch, table) = self.snapshot_at()?;
         let record = catch_unwind(AssertUnwindSafe(|| -> Result<Option<Record>> {
-            let guard = table.get(key).map_err(Error::from_redb)?;
-            guard.map(|g| codec::decode(g.value())).transpose()
+            let bytes = table.get(key)?;
+            bytes.map(|b| codec::decode(&b)).transpose()
         }))
         .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
         self.cache
@@ -325,7 +329,8 @@ impl JournaledEngine {
         commit: CommitSettings,
     ) -> Result<JournaledEngine> {
         let db = opener.open_database()?;
-        let journal = open_journal(&opener, &db, commit)?;
+        let filters = Filters::load(&db, commit.generation_keys)?;
+        let journal = open_journal(&opener, &db, commit, &filters)?;
         let max_payload = journal.max_payload();
         let (journal_id, journal_area, journal_used) =
             (journal.id(), journal.area(), journal.used());
@@ -341,6 +346,7 @@ impl JournaledEngine {
             epoch: AtomicU64::new(0),
             snapshot: RwLock::new(None),
             memtable: Memtable::new(),
+            filters,
             cache: RecordCache::new(commit.record_cache_size),
             journal: Mutex::new(journal),
             journal_id,
@@ -411,7 +417,12 @@ impl JournaledEngine {
 
 /// Opens or creates the journal, recovering frames newer than the last checkpoint, and
 /// records a fresh (not clean) checkpoint.
-fn open_journal(opener: &Opener, db: &redb::Database, commit: CommitSettings) -> Result<Journal> {
+fn open_journal(
+    opener: &Opener,
+    db: &redb::Database,
+    commit: CommitSettings,
+    filters: &Filters,
+) -> Result<Journal> {
     let checkpoint = tables::read_checkpoint(db)?;
     let io = opener.open_journal()?;
     // A durable store's frames are kept until a sync succeeds (see `unsynced`): frames
@@ -455,7 +466,7 @@ fn open_journal(opener: &Opener, db: &redb::Database, commit: CommitSettings) ->
                     ),
                 });
             }
-            recover(io, &header, &cp, db, commit)?
+            recover(io, &header, &cp, db, commit, filters)?
         }
     };
     let write = db.begin_write().map_err(Error::from_redb)?;
@@ -478,6 +489,7 @@ fn recover(
     checkpoint: &Checkpoint,
     db: &redb::Database,
     commit: CommitSettings,
+    filters: &Filters,
 ) -> Result<Journal> {
     let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
@@ -492,6 +504,8 @@ fn recover(
         let write = fold::begin_fold_txn(db, commit)?;
         fold::apply_changes(
             &write,
+            filters,
+            latest.len(),
             latest.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
         )?;
         tables::write_checkpoint(
@@ -522,24 +536,10 @@ fn scan_page(
     end: Option<&[u8]>,
     limit: usize,
 ) -> Result<ScanPage> {
-    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-    let stored = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let range = table
-            .range::<&[u8]>((Bound::Included(start), upper))
-            .map_err(Error::from_redb)?;
-        let mut rows = Vec::new();
-        for entry in range.take(limit) {
-            let (k, v) = entry.map_err(Error::from_redb)?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(rows)
-    }))
-    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
-    // A full page covers keys up to its last one; the memtable is merged over the same
+    let (stored, next) = catch_unwind(AssertUnwindSafe(|| table.page(start, end, limit)))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+    // The page covers keys up to where `next` starts; the memtable is merged over the same
     // span, so the next page starts right after it.
-    let next = (stored.len() == limit)
-        .then(|| stored.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
-        .flatten();
     let merge_end = next.as_deref().or(end);
     let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
     for (key, entry) in shared.memtable.range(start, merge_end) {
@@ -639,6 +639,7 @@ impl Engine for JournaledEngine {
             failed_folds: get(&c.failed_folds),
             memtable_records: self.shared.memtable.len() as u64,
             journal_bytes_used: self.shared.journal_used.load(Ordering::Relaxed),
+            generations: self.shared.filters.count() as u64,
         }
     }
 

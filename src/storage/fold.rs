@@ -12,8 +12,9 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::storage::engine::{CommitSettings, Shared};
+use crate::storage::generations::{Filters, GenerationsWriter};
 use crate::storage::open::corrupt_from_panic;
-use crate::storage::tables::{self, Checkpoint, EXPIRY, RECORDS, index_key};
+use crate::storage::tables::{self, Checkpoint, EXPIRY, index_key};
 
 /// Fold as soon as this many keys wait in the memtable.
 pub(crate) const FOLD_AT_KEYS: usize = 200_000;
@@ -72,27 +73,30 @@ pub(crate) fn begin_fold_txn(
     Ok(write)
 }
 
-/// Writes the latest state of each key into the records table, keeping the expiry index in
-/// step: the entry of the record replaced is removed, the new record's is added.
+/// Writes the latest state of each key into the generation holding it (a new key: the
+/// current one), keeping the expiry index in step: the entry of the record replaced is
+/// removed, the new record's is added. `incoming` is about how many changes there are.
 pub(crate) fn apply_changes<'a>(
     write: &WriteTransaction,
+    filters: &Filters,
+    incoming: usize,
     changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
 ) -> Result<usize> {
-    let mut records = write.open_table(RECORDS).map_err(Error::from_redb)?;
+    let mut records = GenerationsWriter::open(write, filters, incoming)?;
     let mut expiry = write.open_table(EXPIRY).map_err(Error::from_redb)?;
     let mut n = 0;
     for (key, value) in changes {
         n += 1;
-        // One descent per key: the insert or removal hands back the record it replaced.
+        // One descent per key: the write or removal hands back the record it replaced.
         let (old, new_sweep_at) = match value {
             Some(bytes) => {
                 let new_sweep_at = codec::decode(bytes)?.sweep_at();
-                let old = records.insert(key, bytes).map_err(Error::from_redb)?;
-                (old.map(|bytes| codec::decode(bytes.value())), new_sweep_at)
+                let old = records.put(key, bytes)?;
+                (old.map(|bytes| codec::decode(&bytes)), new_sweep_at)
             }
             None => {
-                let old = records.remove(key).map_err(Error::from_redb)?;
-                (old.map(|bytes| codec::decode(bytes.value())), None)
+                let old = records.remove(key)?;
+                (old.map(|bytes| codec::decode(&bytes)), None)
             }
         };
         let old_sweep_at = match old {
@@ -118,6 +122,7 @@ pub(crate) fn apply_changes<'a>(
             }
         }
     }
+    records.finish()?;
     Ok(n)
 }
 
@@ -156,6 +161,8 @@ pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
         let write = begin_fold_txn(&db, shared.commit)?;
         apply_changes(
             &write,
+            &shared.filters,
+            entries.len(),
             entries.iter().map(|(k, e)| (&**k, e.value.as_deref())),
         )?;
         tables::write_checkpoint(

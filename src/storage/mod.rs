@@ -16,7 +16,9 @@ use crate::time::Timestamp;
 mod answer;
 mod engine;
 mod fold;
+mod generations;
 pub(crate) mod journal;
+mod key_filter;
 mod memtable;
 mod open;
 mod record_cache;
@@ -28,7 +30,10 @@ mod writer;
 pub(crate) use engine::{CommitSettings, JournaledEngine};
 pub(crate) use open::{BackendFactory, OpenOptions, Opener, corrupt_from_panic};
 // For the offline maintenance tools (`crate::maintenance`), which read the tables directly.
-pub(crate) use tables::{EXPIRY, RECORDS, index_key, split_index_key};
+pub(crate) use generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
+#[cfg(test)]
+pub(crate) use tables::RECORDS;
+pub(crate) use tables::{EXPIRY, index_key, split_index_key};
 
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);
@@ -109,4 +114,5 @@ pub(crate) struct EngineStats {
     pub(crate) failed_folds: u64,
     pub(crate) memtable_records: u64,
     pub(crate) journal_bytes_used: u64,
+    pub(crate) generations: u64,
 }

@@ -9,11 +9,13 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::storage::generations::{self, GENERATIONS};
 use crate::time::Timestamp;
 
 /// Magic string and store format version.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("idemdb_meta");
-/// Storage key → encoded record.
+/// Storage key → encoded record: the only records table of a store from before
+/// generations, and generation 0 of one since (see `generations`).
 pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idemdb_records");
 /// Expiry index: big-endian sweep instant ++ storage key → nothing.
 pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("idemdb_expiry");
@@ -26,9 +28,10 @@ const MAGIC: &[u8] = b"idemdb store";
 const FORMAT_KEY: &str = "format";
 const CHECKPOINT_KEY: &str = "checkpoint";
 
-/// The store format this build writes and the newest it reads. Format 2 added the journal
-/// (format 1 stores have none and are upgraded when opened).
-pub(crate) const STORE_FORMAT: u32 = 2;
+/// The store format this build writes and the newest it reads. Format 2 added the journal,
+/// format 3 the record generations (older stores are upgraded when opened: their records
+/// table becomes generation 0).
+pub(crate) const STORE_FORMAT: u32 = 3;
 
 /// What the last fold made durable: everything the journal `journal_id` holds up to frame
 /// `folded_lsn` is in the tables, and the unfolded frames start at `tail`. `clean` is set by
@@ -111,14 +114,28 @@ pub(crate) fn split_index_key(bytes: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// it is a brand-new, empty redb database.
 pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
     // The read transaction of the check ends before the clean-up writes.
-    if !check_or_init_tables(db, path)? {
+    let tables = check_or_init_tables(db, path)?;
+    if !tables.index_exact {
         drop_mismatched_index_entries(db)?;
+    }
+    if !tables.generations {
+        let write = db.begin_write().map_err(Error::from_redb)?;
+        generations::ensure_table(&write)?;
+        write.commit().map_err(Error::from_redb)?;
     }
     Ok(())
 }
 
-/// The checks of [`check_or_init`]; returns whether the expiry index is marked exact.
-fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<bool> {
+/// What [`check_or_init_tables`] found that needs writing.
+struct Found {
+    /// The expiry index is marked exact.
+    index_exact: bool,
+    /// The store has its generations table.
+    generations: bool,
+}
+
+/// The checks of [`check_or_init`].
+fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<Found> {
     let read = db.begin_read().map_err(Error::from_redb)?;
     let meta = match read.open_table(META) {
         Ok(meta) => meta,
@@ -145,7 +162,10 @@ fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<bool> {
             }
             // An empty redb file is what a crash between creating the file and the first
             // commit leaves behind, so it is initialised rather than refused.
-            return init(db).map(|()| true);
+            return init(db).map(|()| Found {
+                index_exact: true,
+                generations: true,
+            });
         }
         Err(e) => return Err(Error::from_redb(e)),
     };
@@ -171,17 +191,31 @@ fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<bool> {
             supported: STORE_FORMAT,
         });
     }
-    read.open_table(RECORDS).map_err(|e| Error::Corrupt {
-        detail: format!("the records table is unreadable: {e}"),
-    })?;
+    let generations = match read.open_table(GENERATIONS) {
+        Ok(_) => true,
+        Err(TableError::TableDoesNotExist(_)) => {
+            read.open_table(RECORDS).map_err(|e| Error::Corrupt {
+                detail: format!("the records table is unreadable: {e}"),
+            })?;
+            false
+        }
+        Err(e) => {
+            return Err(Error::Corrupt {
+                detail: format!("the record generations are unreadable: {e}"),
+            });
+        }
+    };
     read.open_table(EXPIRY).map_err(|e| Error::Corrupt {
         detail: format!("the expiry index is unreadable: {e}"),
     })?;
-    let exact = meta
+    let index_exact = meta
         .get(INDEX_EXACT_KEY)
         .map_err(Error::from_redb)?
         .is_some();
-    Ok(exact)
+    Ok(Found {
+        index_exact,
+        generations,
+    })
 }
 
 /// Removes every expiry-index entry that does not match its record, once, on a store
@@ -234,7 +268,7 @@ fn init(db: &redb::Database) -> Result<()> {
             .map_err(Error::from_redb)?;
         meta.insert(INDEX_EXACT_KEY, &b"1"[..])
             .map_err(Error::from_redb)?;
-        write.open_table(RECORDS).map_err(Error::from_redb)?;
+        generations::ensure_table(&write)?;
         write.open_table(EXPIRY).map_err(Error::from_redb)?;
     }
     write.commit().map_err(Error::from_redb)

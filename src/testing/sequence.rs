@@ -263,10 +263,12 @@ impl fmt::Debug for Harness {
 }
 
 /// Settings for a store under test: the clock given, no background sweeper, no waiting on
-/// a held key, a small journal (1 MiB, responses up to 64 KiB) and a folder that runs only
-/// when asked (a sweep, a check, a close) or when the journal fills, so runs repeat.
+/// a held key, a small journal (1 MiB, responses up to 64 KiB), a folder that runs only
+/// when asked (a sweep, a check, a close) or when the journal fills, so runs repeat, and
+/// generations of 3 records, so sequences seal, write into and drop generations.
 pub fn small_store(clock: &ManualClock) -> StoreBuilder {
     Store::builder()
+        .generation_size(3)
         .clock(clock.clone())
         .sweep_interval(None)
         .wait(Duration::ZERO)
