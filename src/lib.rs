@@ -67,7 +67,7 @@
 //! | `fingerprint`, [`canonical_json`](mod@canonical_json) | what makes two requests the same |
 //! | [`decision`] | the state machine, as pure functions |
 //! | `codec` | the on-disk record format (bincode behind a format byte) |
-//! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables |
+//! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables, whose records live in generations with key filters |
 //! | `inflight` | the lock-striped map where same-key callers wait |
 //! | `sweeper` | deletion of expired records |
 //! | `store`, `claim`, `run` | the public façade |
