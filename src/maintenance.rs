@@ -66,6 +66,9 @@ pub enum ProblemKind {
     /// A key held by more than one generation of the records table: which record a read
     /// finds is then arbitrary.
     DuplicateRecord,
+    /// A record its generation's key filter does not hold: a lookup of its key may miss it
+    /// and treat the key as new.
+    UnfilteredRecord,
 }
 
 impl ProblemKind {
@@ -78,6 +81,7 @@ impl ProblemKind {
             ProblemKind::DanglingIndexEntry => "dangling_index_entry",
             ProblemKind::UnindexedRecord => "unindexed_record",
             ProblemKind::DuplicateRecord => "duplicate_record",
+            ProblemKind::UnfilteredRecord => "unfiltered_record",
         }
     }
 }
@@ -198,8 +202,10 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
 }
 
 pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
-    let filters = Filters::load(db, DEFAULT_GENERATION_KEYS)?;
+    // The filters come from the same snapshot as the tables: a fold committing meanwhile
+    // (an online check) must not make them disagree.
     let txn = db.begin_read().map_err(Error::from_redb)?;
+    let filters = Filters::load_from(&txn, DEFAULT_GENERATION_KEYS)?;
     let records = RecordsView::open(&txn, &filters)?;
     let expiry = txn.open_table(EXPIRY).map_err(Error::from_redb)?;
 
@@ -260,6 +266,16 @@ fn check_record(
     report: &mut CheckReport,
 ) -> Result<()> {
     report.records += 1;
+    // With every key in its own generation's filter, the filtered lookups below are exact.
+    if !records.filter_holds(generation, key) {
+        report.add(
+            ProblemKind::UnfilteredRecord,
+            format!(
+                "{} in generation {generation} is missing from its key filter",
+                describe_key(key)
+            ),
+        );
+    }
     if records.holders(key)? > 1 {
         report.add(
             ProblemKind::DuplicateRecord,

@@ -67,17 +67,28 @@ fn encode_row(filter: Option<&KeyFilter>) -> Vec<u8> {
     }
 }
 
-/// One generation as listed: id, and the persisted filter's bytes if sealed.
+/// One generation as listed: id, and whether it is sealed with the persisted filter's
+/// bytes if they were asked for (`Some(empty)` otherwise).
 type Row = (u64, Option<Vec<u8>>);
 
-fn read_rows(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Vec<Row>> {
+/// The generations in id order. Filter bytes are copied only `with_filters`: views and folds
+/// open often and need only the ids.
+fn read_rows(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    with_filters: bool,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for entry in table.iter().map_err(Error::from_redb)? {
         let (id, state) = entry.map_err(Error::from_redb)?;
         let state = state.value();
         match state.split_first() {
             Some((&ROW_FORMAT, rest)) => {
-                rows.push((id.value(), (!rest.is_empty()).then(|| rest.to_vec())))
+                let filter = match (rest.is_empty(), with_filters) {
+                    (true, _) => None,
+                    (false, true) => Some(rest.to_vec()),
+                    (false, false) => Some(Vec::new()),
+                };
+                rows.push((id.value(), filter))
             }
             _ => {
                 return Err(Error::Corrupt {
@@ -114,8 +125,13 @@ impl Filters {
     /// current one's (and any that does not decode) by reading its keys.
     pub(crate) fn load(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
+        Filters::load_from(&read, generation_keys)
+    }
+
+    /// [`load`](Self::load), from the state of one read transaction.
+    pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
         let rows = match read.open_table(GENERATIONS) {
-            Ok(table) => read_rows(&table)?,
+            Ok(table) => read_rows(&table, true)?,
             // Only a store not migrated yet (see `tables::check_or_init`): generation 0.
             Err(TableError::TableDoesNotExist(_)) => vec![(0, None)],
             Err(e) => return Err(Error::from_redb(e)),
@@ -128,7 +144,7 @@ impl Filters {
                     if decoded.is_some() {
                         tracing::warn!(generation = id, "rebuilding an unreadable key filter");
                     }
-                    build_filter(&read, id, generation_keys)?
+                    build_filter(read, id, generation_keys)?
                 }
             };
             map.insert(id, Arc::new(filter));
@@ -173,7 +189,10 @@ impl RecordsView {
     /// snapshot, say) is searched without one.
     pub(crate) fn open(read: &ReadTransaction, filters: &Filters) -> Result<RecordsView> {
         let ids = match read.open_table(GENERATIONS) {
-            Ok(table) => read_rows(&table)?.into_iter().map(|(id, _)| id).collect(),
+            Ok(table) => read_rows(&table, false)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             Err(TableError::TableDoesNotExist(_)) => vec![0],
             Err(e) => return Err(Error::from_redb(e)),
         };
@@ -201,6 +220,17 @@ impl RecordsView {
             }
         }
         Ok(None)
+    }
+
+    /// Whether generation `id`'s filter holds `key` (`true` without a filter): a key its
+    /// own generation's filter lacks would be missed by lookups.
+    pub(crate) fn filter_holds(&self, id: u64, key: &[u8]) -> bool {
+        let probe = Probe::of(key);
+        self.gens
+            .iter()
+            .find(|(g, _, _)| *g == id)
+            .and_then(|(_, filter, _)| filter.as_ref())
+            .is_none_or(|filter| filter.may_contain(&probe))
     }
 
     /// How many generations hold `key` (more than one is damage: see `maintenance::check`).
@@ -304,7 +334,7 @@ impl<'t> GenerationsWriter<'t> {
     ) -> Result<GenerationsWriter<'t>> {
         ensure_table(write)?;
         let mut rows = write.open_table(GENERATIONS).map_err(Error::from_redb)?;
-        let listed = read_rows(&rows)?;
+        let listed = read_rows(&rows, false)?;
         let mut gens = Vec::with_capacity(listed.len() + 1);
         for (id, _) in listed.iter().rev() {
             let table = write
@@ -324,9 +354,13 @@ impl<'t> GenerationsWriter<'t> {
         };
         let current_len = usize::try_from(current_len).unwrap_or(usize::MAX);
         let current_sealed = listed.last().is_some_and(|(_, bytes)| bytes.is_some());
+        // Sealed once at least half full if this fold could fill it: `incoming` counts every
+        // change, and a fold of mostly deletions (a sweep's) must not seal a generation that
+        // has room. The filter is sized for the whole generation, so it stays near its
+        // false-positive rate even when a large fold lands in a half-full one.
         if gens.is_empty()
             || current_sealed
-            || (current_len > 0 && current_len.saturating_add(incoming) > keys)
+            || (current_len >= keys.div_ceil(2) && current_len.saturating_add(incoming) > keys)
         {
             if let Some(current) = gens.first_mut()
                 && !current_sealed
@@ -343,7 +377,12 @@ impl<'t> GenerationsWriter<'t> {
                 rows.insert(current.id, encode_row(Some(&filter)).as_slice())
                     .map_err(Error::from_redb)?;
             }
-            let id = listed.last().map_or(0, |(id, _)| id + 1);
+            let id = match listed.last() {
+                None => 0,
+                Some((last, _)) => last.checked_add(1).ok_or_else(|| Error::Corrupt {
+                    detail: "the record generations have run out of ids".to_owned(),
+                })?,
+            };
             rows.insert(id, encode_row(None).as_slice())
                 .map_err(Error::from_redb)?;
             let table = write
@@ -351,7 +390,10 @@ impl<'t> GenerationsWriter<'t> {
                 .map_err(Error::from_redb)?;
             // Inserted before the commit: a snapshot that can see the new generation's keys
             // already finds their bits (a filter never forgets a key, so a failed fold only
-            // leaves it a little fuller).
+            // leaves it a little fuller). The bits are set with relaxed stores; they are
+            // visible to a reader of the commit because redb's commit and `begin_read` both
+            // take the database's state lock, which orders everything before the commit
+            // ahead of every later read transaction.
             let filter = Arc::new(KeyFilter::with_capacity(keys.max(incoming)));
             filters.map.write().insert(id, Arc::clone(&filter));
             gens.insert(

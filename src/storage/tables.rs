@@ -119,8 +119,15 @@ pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
         drop_mismatched_index_entries(db)?;
     }
     if !tables.generations {
+        // The new format is recorded with the tables it needs: a build of format 2 would
+        // see only generation 0.
         let write = db.begin_write().map_err(Error::from_redb)?;
         generations::ensure_table(&write)?;
+        write
+            .open_table(META)
+            .map_err(Error::from_redb)?
+            .insert(FORMAT_KEY, &STORE_FORMAT.to_le_bytes()[..])
+            .map_err(Error::from_redb)?;
         write.commit().map_err(Error::from_redb)?;
     }
     Ok(())
