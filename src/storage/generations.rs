@@ -208,13 +208,18 @@ impl RecordsView {
         Ok(RecordsView { gens })
     }
 
+    /// The tables that may hold `key`, newest first: those whose filter does not rule it out.
+    fn candidates<'v>(&'v self, key: &[u8]) -> impl Iterator<Item = &'v RecordsTable> {
+        let probe = Probe::of(key);
+        self.gens
+            .iter()
+            .filter(move |(_, filter, _)| filter.as_ref().is_none_or(|f| f.may_contain(&probe)))
+            .map(|(_, _, table)| table)
+    }
+
     /// The stored bytes of `key`, from the generation that holds it.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let probe = Probe::of(key);
-        for (_, filter, table) in &self.gens {
-            if filter.as_ref().is_some_and(|f| !f.may_contain(&probe)) {
-                continue;
-            }
+        for table in self.candidates(key) {
             if let Some(value) = table.get(key).map_err(Error::from_redb)? {
                 return Ok(Some(value.value().to_vec()));
             }
@@ -235,12 +240,8 @@ impl RecordsView {
 
     /// How many generations hold `key` (more than one is damage: see `maintenance::check`).
     pub(crate) fn holders(&self, key: &[u8]) -> Result<usize> {
-        let probe = Probe::of(key);
         let mut n = 0;
-        for (_, filter, table) in &self.gens {
-            if filter.as_ref().is_some_and(|f| !f.may_contain(&probe)) {
-                continue;
-            }
+        for table in self.candidates(key) {
             if table.get(key).map_err(Error::from_redb)?.is_some() {
                 n += 1;
             }
