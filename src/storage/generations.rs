@@ -100,6 +100,16 @@ fn read_rows(
     Ok(rows)
 }
 
+/// The generations `read` sees (see [`read_rows`]). A store not migrated yet (see
+/// `tables::check_or_init`) has only generation 0, unsealed.
+fn listed(read: &ReadTransaction, with_filters: bool) -> Result<Vec<Row>> {
+    match read.open_table(GENERATIONS) {
+        Ok(table) => read_rows(&table, with_filters),
+        Err(TableError::TableDoesNotExist(_)) => Ok(vec![(0, None)]),
+        Err(e) => Err(Error::from_redb(e)),
+    }
+}
+
 /// Creates the generations table, with generation 0 current, if the store has none (a new
 /// store, or one from before generations).
 pub(crate) fn ensure_table(write: &WriteTransaction) -> Result<()> {
@@ -130,12 +140,7 @@ impl Filters {
 
     /// [`load`](Self::load), from the state of one read transaction.
     pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
-        let rows = match read.open_table(GENERATIONS) {
-            Ok(table) => read_rows(&table, true)?,
-            // Only a store not migrated yet (see `tables::check_or_init`): generation 0.
-            Err(TableError::TableDoesNotExist(_)) => vec![(0, None)],
-            Err(e) => return Err(Error::from_redb(e)),
-        };
+        let rows = listed(read, true)?;
         let mut map = HashMap::new();
         for (id, bytes) in rows {
             let filter = match bytes.as_deref().map(KeyFilter::from_bytes) {
@@ -159,7 +164,8 @@ impl Filters {
         self.map.read().get(&id).cloned()
     }
 
-    /// How many generations hold records.
+    /// How many generations have a filter: the live ones, plus, after a failed fold, one
+    /// it had started (until a fold succeeds).
     pub(crate) fn count(&self) -> usize {
         self.map.read().len()
     }
@@ -188,14 +194,7 @@ impl RecordsView {
     /// Opens every generation of `read`. A generation without a filter (dropped since the
     /// snapshot, say) is searched without one.
     pub(crate) fn open(read: &ReadTransaction, filters: &Filters) -> Result<RecordsView> {
-        let ids = match read.open_table(GENERATIONS) {
-            Ok(table) => read_rows(&table, false)?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect(),
-            Err(TableError::TableDoesNotExist(_)) => vec![0],
-            Err(e) => return Err(Error::from_redb(e)),
-        };
+        let ids: Vec<u64> = listed(read, false)?.into_iter().map(|(id, _)| id).collect();
         let mut gens = Vec::with_capacity(ids.len());
         for id in ids.into_iter().rev() {
             let table =
