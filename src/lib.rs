@@ -77,7 +77,6 @@
 //!
 //! ## Features
 //!
-//! - `cli` (default): the `idemdb` command-line tool.
 //! - `testing`: `idemdb::testing`, the fault-injecting disk and the reference-model harness
 //!   that idemdb's own reliability tests use; handy for testing a service's settings the
 //!   same way. Not needed in production.

@@ -1,7 +1,6 @@
 //! Overlapping `idemdb run`s of one key: the command executes once; the others wait and
 //! replay, or report "in progress". Synchronised on files and stderr lines, never on
 //! timing.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -1,6 +1,5 @@
 //! The operator commands (get, ls, rm, stats, sweep, compact) in text and JSON, and the
 //! export → import round trip.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -2,7 +2,6 @@
 //! recognised at once by the next run; SIGINT and SIGTERM are forwarded to the command and
 //! leave the key abandoned. Either way the key runs again only under
 //! `--on-abandoned retry`.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -7,33 +7,18 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
-// The crate root is src/bin/idemdb.rs, so its modules (in src/bin/idemdb/) are named by path.
-
-#[path = "idemdb/admin.rs"]
 mod admin;
-#[path = "idemdb/args.rs"]
 mod args;
-#[path = "idemdb/capture.rs"]
 mod capture;
-#[path = "idemdb/exit.rs"]
 mod exit;
-#[path = "idemdb/inspect.rs"]
 mod inspect;
-#[path = "idemdb/open.rs"]
 mod open;
-#[path = "idemdb/output.rs"]
 mod output;
-#[path = "idemdb/owner.rs"]
 mod owner;
-#[path = "idemdb/records.rs"]
 mod records;
-#[path = "idemdb/response.rs"]
 mod response;
-#[path = "idemdb/run.rs"]
 mod run;
-#[path = "idemdb/signals.rs"]
 mod signals;
-#[path = "idemdb/transfer.rs"]
 mod transfer;
 
 use std::process::ExitCode;

@@ -1,6 +1,5 @@
 //! `idemdb run`, one run at a time: execute, replay, conflict, failure policies, output
 //! limits and bad input. Each test runs the real binary in its own temporary directory.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -1,5 +1,4 @@
 //! Bad and busy store files: foreign, empty, damaged, missing, and held by another process.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 
