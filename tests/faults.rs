@@ -1,5 +1,5 @@
-//! Faults below the engine, on a simulated disk (RELIABILITY.md scenarios 1, 2, 3, 5, 6
-//! and 22): a power cut at every sync point of a fixed workload, torn and garbled unsynced
+//! Faults below the engine, on a simulated disk (docs/reliability.md, scenarios 1, 2, 3, 5,
+//! 6 and 22): a power cut at every sync point of a fixed workload, torn and garbled unsynced
 //! writes, an I/O error at every mutating operation (once and for ever), a power cut while
 //! recovering, a stalled sync, and a full disk.
 //!

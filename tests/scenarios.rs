@@ -1,6 +1,6 @@
-//! RELIABILITY.md scenarios that no other file names on its own: 9 (a request mutated after
-//! `begin`), 11 (abandoned claims around the lease end, a 0 ms lease, racing take-overs)
-//! and 23 (file size under churn, long readers, compaction). The README's reliability table
+//! Scenarios of docs/reliability.md that no other file names on its own: 9 (a request
+//! mutated after `begin`), 11 (abandoned claims around the lease end, a 0 ms lease, racing
+//! take-overs) and 23 (file size under churn, long readers, compaction). docs/reliability.md
 //! maps every scenario to its tests.
 
 mod common;
