@@ -9,6 +9,7 @@ use redb::StorageBackend;
 use crate::decision::RecoveryPolicy;
 use crate::error::{Error, Result};
 use crate::key::{KeyPolicy, MAX_KEY_LEN_LIMIT};
+pub use crate::storage::StorageRole;
 use crate::storage::{OpenOptions, Opener};
 use crate::store::Store;
 use crate::time::{Clock, SystemClock};
@@ -24,15 +25,6 @@ pub const MAX_OWNER_LEN: usize = 1024;
 
 /// The default size of the journal ring: 64 MiB.
 pub const DEFAULT_JOURNAL_SIZE: u64 = 64 * 1024 * 1024;
-
-/// Which storage a [`StoreBuilder::open_with_backend`] factory is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StorageRole {
-    /// The redb database that holds the records.
-    Database,
-    /// The journal where every commit is appended first.
-    Journal,
-}
 
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use redb::backends::FileBackend;
 use redb::{DatabaseError, StorageBackend, StorageError};
 
-use crate::config::StorageRole;
 use crate::error::{Error, Result};
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::tables;
@@ -17,6 +16,15 @@ use crate::storage::unsynced::UnsyncedWrites;
 
 /// redb's file magic: every redb file starts with it.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Which storage of a store a backend factory is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageRole {
+    /// The redb database that holds the records.
+    Database,
+    /// The journal where every commit is appended first.
+    Journal,
+}
 
 /// Makes the storage for the database or the journal of a store on a custom backend.
 pub(crate) type BackendFactory =
