@@ -5,7 +5,7 @@ use std::sync::Arc;
 use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
 
-use super::frame::{self, FrameEntry, FILE_HEADER_LEN};
+use super::frame::{self, FILE_HEADER_LEN, FrameEntry};
 use super::*;
 use crate::config::SharedBackend;
 
