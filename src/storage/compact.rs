@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::storage::check::{guarded, open_verified};
 
-/// What [`compact`] did.
+/// What [`compact`](crate::maintenance::compact) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactReport {

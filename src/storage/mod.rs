@@ -14,6 +14,7 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 mod answer;
+mod backend;
 mod check;
 mod compact;
 mod database;
@@ -34,14 +35,16 @@ mod writer;
 
 use std::time::Duration;
 
+pub use backend::{Backend, MemoryBackend, StorageRole};
 pub use check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind};
 pub use compact::CompactReport;
-pub use open::StorageRole;
 
+pub(crate) use backend::AsRedb;
 pub(crate) use check::check_file;
 pub(crate) use compact::compact_file;
 pub(crate) use engine::JournaledEngine;
 pub(crate) use generations::DEFAULT_GENERATION_KEYS;
+pub use open::StoreFiles;
 pub(crate) use open::{BackendFactory, OpenOptions, Opener};
 #[cfg(test)]
 pub(crate) use tables::{EXPIRY, RECORDS, index_key};

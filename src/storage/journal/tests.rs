@@ -7,7 +7,7 @@ use redb::backends::InMemoryBackend;
 
 use super::frame::{self, FILE_HEADER_LEN, FrameEntry};
 use super::*;
-use crate::config::SharedBackend;
+use crate::storage::backend::SharedBackend;
 
 fn memory() -> Arc<InMemoryBackend> {
     Arc::new(InMemoryBackend::new())
