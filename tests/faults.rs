@@ -572,11 +572,12 @@ fn s22_a_full_disk_fails_typed_and_resumes_when_space_returns() {
     let sizes: BTreeMap<&str, u64> = [
         (
             "db",
-            disk.live_bytes(idemdb::StorageRole::Database).len() as u64,
+            disk.live_bytes(idemdb::testing::StorageRole::Database)
+                .len() as u64,
         ),
         (
             "journal",
-            disk.live_bytes(idemdb::StorageRole::Journal).len() as u64,
+            disk.live_bytes(idemdb::testing::StorageRole::Journal).len() as u64,
         ),
     ]
     .into();
