@@ -174,7 +174,8 @@ where
         Ok(bytes) => bytes,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    let key = match request_key(&shared, header_key, &bytes) {
+    let declared_json = super::request_fingerprint::is_json(&parts.headers);
+    let key = match request_key(&shared, header_key, &bytes, declared_json) {
         Ok(Some(key)) => key,
         Ok(None) if settings.require_key => return Ok(missing_key(settings)),
         Ok(None) => return pass(inner, Request::from_parts(parts, full(bytes))).await,
@@ -183,11 +184,11 @@ where
     let tenant = match settings.scope.tenant(&parts) {
         Ok(tenant) => tenant,
         Err(rejection) => {
-            return Ok(problem(
-                rejection.status,
-                Code::ScopeRejected,
-                &rejection.detail,
-            ));
+            let mut response = problem(rejection.status, Code::ScopeRejected, &rejection.detail);
+            for (name, value) in rejection.headers {
+                response.headers_mut().append(name, value);
+            }
+            return Ok(response);
         }
     };
     let scope = scope::compose(
@@ -281,30 +282,44 @@ where
 }
 
 /// The request's key, validated and in the form the store keeps it: `Ok(None)` without one.
+///
+/// A body that should carry the key but is not JSON is refused when that is what the
+/// client meant (the content type says JSON) or when a key is required; with a key in the
+/// header, or an optional key and a body of another type, it is the handler's business.
 fn request_key(
     shared: &Shared,
     header_key: Option<String>,
     body: &[u8],
+    declared_json: bool,
 ) -> Result<Option<String>, Refusal> {
     let settings = &shared.settings;
     let policy = &shared.store.inner.settings.key_policy;
     let validate = |key: &str, source: &str| {
+        let invalid = |reason: &dyn std::fmt::Display| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                Code::KeyInvalid,
+                format!("invalid idempotency key in {source}: {reason}"),
+            )
+        };
+        key::check_no_comma(key).map_err(|reason| invalid(&reason))?;
         policy
             .validate(key)
             .map(|k| k.into_owned())
-            .map_err(|reason| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    Code::KeyInvalid,
-                    format!("invalid idempotency key in {source}: {reason}"),
-                )
-            })
+            .map_err(|reason| invalid(&reason))
     };
     let header_name = settings.header.as_str();
     let header_key = header_key
         .map(|k| validate(&k, &format!("the {header_name} header")))
         .transpose()?;
-    let body_key = key::from_json_body(body, &settings.json_fields).map_err(key_refusal)?;
+    let body_key = match key::from_json_body(body, &settings.json_fields) {
+        Err(KeyProblem::BodyMalformed(_))
+            if header_key.is_some() || !(declared_json || settings.require_key) =>
+        {
+            None
+        }
+        found => found.map_err(key_refusal)?,
+    };
     let body_key = body_key
         .map(|(field, k)| validate(&k, &format!("the body field {field:?}")).map(|k| (field, k)))
         .transpose()?;
@@ -325,6 +340,9 @@ fn key_refusal(p: KeyProblem) -> Refusal {
         }
         KeyProblem::Mismatch(detail) => {
             Refusal::new(StatusCode::BAD_REQUEST, Code::KeyMismatch, detail)
+        }
+        KeyProblem::BodyMalformed(detail) => {
+            Refusal::new(StatusCode::BAD_REQUEST, Code::BodyMalformed, detail)
         }
     }
 }
