@@ -261,6 +261,7 @@ impl IdempotencyLayerBuilder {
             store: self.store,
             settings: self.settings,
             room: Arc::new(WaitRoom::default()),
+            drain: Arc::default(),
         }))
     }
 }

@@ -116,6 +116,7 @@
 
 mod body;
 mod config;
+mod drain;
 mod http_date;
 mod key;
 mod problem;
@@ -132,6 +133,7 @@ pub use config::{
     ConflictStatus, DEFAULT_MAX_REQUEST_BODY, IdempotencyLayerBuilder, StatusAction,
     default_status_action,
 };
+pub use drain::DrainHandle;
 pub use scope::{CredentialScope, HeaderScope, ScopeExtractor, ScopeRejection};
 pub use service::{IdempotencyLayer, IdempotencyService};
 
