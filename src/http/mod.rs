@@ -119,6 +119,7 @@ mod config;
 mod drain;
 mod http_date;
 mod key;
+mod preset;
 mod problem;
 mod request_fingerprint;
 mod scope;
@@ -134,6 +135,7 @@ pub use config::{
     default_status_action,
 };
 pub use drain::DrainHandle;
+pub use preset::Preset;
 pub use scope::{CredentialScope, HeaderScope, ScopeExtractor, ScopeRejection};
 pub use service::{IdempotencyLayer, IdempotencyService};
 
