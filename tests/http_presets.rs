@@ -255,6 +255,25 @@ async fn workflow_keys_of_256_characters_or_fewer_are_accepted() {
     server.stop().await;
 }
 
+#[test]
+fn a_character_limit_out_of_range_is_refused_when_the_store_opens() {
+    for max_chars in [0, idemdb::MAX_KEY_CHARS_LIMIT + 1] {
+        let opened = Store::builder()
+            .key_policy(KeyPolicy::OpaqueChars { max_chars })
+            .open_in_memory();
+        match opened {
+            Err(Error::InvalidConfig { option, reason }) => {
+                assert_eq!(option, "key_policy");
+                assert!(
+                    reason.contains(&format!("max_chars {max_chars}")),
+                    "{reason}"
+                );
+            }
+            other => panic!("max_chars {max_chars}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn workflow_the_duration_must_be_between_1_second_and_24_hours() {
     let (store, _clock) = preset_store(&Preset::workflow());
