@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::decision::RecoveryPolicy;
 use crate::error::{Error, Result};
-use crate::key::{KeyPolicy, MAX_KEY_LEN_LIMIT};
+use crate::key::KeyPolicy;
 use crate::storage::{
     AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, StorageRole,
 };
@@ -158,7 +158,8 @@ impl StoreBuilder {
         self
     }
 
-    /// Which keys are accepted (default: opaque, up to 255 bytes).
+    /// Which keys are accepted (default: opaque, up to 255 bytes; [`KeyPolicy::OpaqueChars`]
+    /// counts characters instead).
     pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
         self.key_policy = policy;
         self
@@ -316,13 +317,8 @@ impl StoreBuilder {
                 ),
             );
         }
-        if let KeyPolicy::Opaque { max_len } = self.key_policy
-            && !(1..=MAX_KEY_LEN_LIMIT).contains(&max_len)
-        {
-            return invalid(
-                "key_policy",
-                format!("max_len {max_len} is not between 1 and {MAX_KEY_LEN_LIMIT}"),
-            );
+        if let Some(reason) = self.key_policy.limit_error() {
+            return invalid("key_policy", reason);
         }
         if self.max_response_size > MAX_RESPONSE_LIMIT {
             return invalid(

@@ -203,6 +203,15 @@ pub enum KeyError {
         /// The limit in bytes.
         max: usize,
     },
+    /// Longer than the limit of a [`KeyPolicy::OpaqueChars`](crate::KeyPolicy::OpaqueChars),
+    /// counted in characters (Unicode scalar values).
+    #[error("it is {len} characters long; the limit is {max} characters")]
+    TooManyCharacters {
+        /// Its length in characters.
+        len: usize,
+        /// The limit in characters.
+        max: usize,
+    },
     /// A control character (including NUL) somewhere in it.
     #[error("it contains the control character U+{code:04X} at byte {index}")]
     ControlCharacter {

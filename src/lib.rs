@@ -128,7 +128,8 @@ pub use decision::{Abandoned, Conflict, InProgress, Recovery, RecoveryPolicy, Re
 pub use error::{ClaimLostReason, Error, KeyError, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{
-    DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN, UuidVersions, validate_scope,
+    DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_CHARS_LIMIT, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN,
+    UuidVersions, validate_scope,
 };
 pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
 pub use run::{RunError, RunOutcome};
