@@ -426,7 +426,10 @@ impl Engine for JournaledEngine {
         self.check_running()?;
         self.fold_now(false)?;
         let db = self.parts.database.db()?;
-        check::guarded(|| check::check_tables(&db, report))
+        let database = &self.parts.database;
+        catch_unwind(AssertUnwindSafe(|| check::check_tables(&db, report))).unwrap_or_else(
+            |panic| Err(database.caught("checking the tables panicked", panic.as_ref())),
+        )
     }
 
     fn close(&self) -> Result<()> {
