@@ -238,7 +238,9 @@ impl StoreBuilder {
 
     /// Verify every page's checksum when opening (default on). A damaged file is then
     /// always a typed [`Error::Corrupt`]; without the check, redb may trip over damaged
-    /// pages later. Opening reads the whole file, so very large stores may turn it off.
+    /// pages later (also reported as [`Error::Corrupt`]; with the check, a panic while
+    /// reading a verified file is a bug, [`Error::Poisoned`]). Opening reads the whole
+    /// file, so very large stores may turn it off.
     pub fn verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
         self

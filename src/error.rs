@@ -144,6 +144,17 @@ pub enum Error {
     /// The store was closed; no further operations are accepted.
     #[error("the store is closed")]
     Closed,
+    /// A thread of idemdb panicked (a bug in idemdb, not a damaged file): the store refuses
+    /// every later call, `close` included, with this error. What was acknowledged before is
+    /// durable; reopen the store to carry on, and please report the bug.
+    #[error(
+        "the store is poisoned by a bug in idemdb (please report it), caught where {detail}; reopen the store"
+    )]
+    Poisoned {
+        /// Where the panic was caught, and its message, e.g. "the writer thread panicked:
+        /// ...".
+        detail: String,
+    },
     /// Something that cannot happen did: a bug in idemdb. Please report it.
     #[error("internal error (a bug in idemdb): {detail}")]
     Internal {

@@ -13,7 +13,8 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::split_storage_key;
 use crate::storage::generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
-use crate::storage::open::{OpenOptions, Opener, corrupt_from_panic};
+use crate::storage::open::{OpenOptions, Opener};
+use crate::storage::poison::panic_message;
 use crate::storage::tables::{EXPIRY, index_key, split_index_key};
 use crate::time::Timestamp;
 
@@ -115,10 +116,15 @@ impl CheckReport {
     }
 }
 
-/// Runs `f`, reporting a panic inside redb (damaged data) as [`Error::Corrupt`].
-pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
+/// Runs `f` on a file opened with every page verified (see [`open_verified`]): a panic
+/// then is not damage but a bug, reported as [`Error::Internal`] rather than unwinding into
+/// the caller.
+pub(crate) fn guarded<T>(doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(Error::Internal {
+            detail: format!("{doing} panicked: {}", panic_message(panic.as_ref())),
+        })
+    })
 }
 
 /// Opens the database file at `path` (which nothing else holds) with every page verified,
@@ -126,7 +132,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 pub(crate) fn check_file(path: &Path, cache_size: usize) -> Result<CheckReport> {
     let db = open_verified(path, cache_size)?;
     let mut report = CheckReport::new(path.to_owned());
-    guarded(|| check_tables(&db, &mut report))?;
+    guarded("checking the tables", || check_tables(&db, &mut report))?;
     db.close().map_err(Error::from_redb)?;
     Ok(report)
 }

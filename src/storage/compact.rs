@@ -27,7 +27,7 @@ pub(crate) fn compact_file(path: &Path, cache_size: usize) -> Result<CompactRepo
     // guards against a pass that keeps reporting progress.
     let mut passes = 0;
     while passes < 64 {
-        let moved = guarded(|| db.compact().map_err(Error::from_redb))?;
+        let moved = guarded("compacting", || db.compact().map_err(Error::from_redb))?;
         if !moved {
             break;
         }

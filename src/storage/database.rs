@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::storage::generations::{Filters, RecordsView};
 use crate::storage::memtable::Memtable;
-use crate::storage::open::{Opener, corrupt_from_panic};
+use crate::storage::open::Opener;
+use crate::storage::poison::Poison;
 use crate::storage::record_cache::RecordCache;
 
 /// A view of the records tables as of one redb commit, shared by readers until the next.
@@ -46,6 +47,8 @@ pub(crate) struct Database {
     pub(crate) filters: Filters,
     /// Records read from redb (see [`RecordCache`]).
     pub(crate) cache: RecordCache,
+    /// The engine's poison flag, raised by a panic while reading.
+    poison: Arc<Poison>,
 }
 
 impl Database {
@@ -55,6 +58,7 @@ impl Database {
         opener: Opener,
         filters: Filters,
         record_cache_size: usize,
+        poison: Arc<Poison>,
     ) -> Database {
         Database {
             handle: RwLock::new(Some(Arc::new(db))),
@@ -67,7 +71,14 @@ impl Database {
             memtable: Memtable::new(),
             filters,
             cache: RecordCache::new(record_cache_size),
+            poison,
         }
+    }
+
+    /// The error for a panic caught while reading the database at `place`: damage if the
+    /// file was never verified, otherwise a bug that poisons the engine.
+    pub(crate) fn caught(&self, place: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+        self.poison.caught(place, payload, self.opener.verifies())
     }
 
     /// How often the database was reopened after a failure.
@@ -169,7 +180,7 @@ impl Database {
             let txn = db.begin_read().map_err(Error::from_redb)?;
             Ok(Arc::new(RecordsView::open(&txn, &self.filters)?))
         }))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        .unwrap_or_else(|panic| Err(self.caught("opening a snapshot panicked", panic.as_ref())))?;
         let mut slot = self.snapshot.write();
         if slot.as_ref().is_none_or(|(e, _)| *e < epoch) {
             *slot = Some((epoch, Arc::clone(&table)));
@@ -191,7 +202,7 @@ impl Database {
             let bytes = table.get(key)?;
             bytes.map(|b| codec::decode(&b)).transpose()
         }))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        .unwrap_or_else(|panic| Err(self.caught("reading a record panicked", panic.as_ref())))?;
         self.cache
             .insert(key, record.as_ref(), epoch, || self.epoch());
         Ok(record)

@@ -12,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -28,7 +29,8 @@ use crate::storage::generations::Filters;
 use crate::storage::journal::frame::FileHeader;
 use crate::storage::journal::{Journal, MIN_CAPACITY};
 use crate::storage::journal_state::JournalState;
-use crate::storage::open::{Opener, corrupt_from_panic};
+use crate::storage::open::Opener;
+use crate::storage::poison::Poison;
 use crate::storage::tables::{self, Checkpoint};
 use crate::storage::unsynced::UnsyncedWrites;
 use crate::storage::writer::{self, CommitState, Job, WriterParts};
@@ -57,11 +59,20 @@ impl JournaledEngine {
         let db = opener.open_database()?;
         let filters = Filters::load(&db, commit.generation_keys)?;
         let journal = open_journal(&opener, &db, commit, &filters)?;
+        let poison = Arc::new(Poison::default());
+        let database = Database::new(
+            db,
+            opener,
+            filters,
+            commit.record_cache_size,
+            Arc::clone(&poison),
+        );
         let parts = WriterParts {
-            database: Arc::new(Database::new(db, opener, filters, commit.record_cache_size)),
+            database: Arc::new(database),
             journal: Arc::new(JournalState::new(journal)),
             folds: Arc::new(FoldState::new(commit)),
             commits: Arc::new(CommitState::new(commit, clock)),
+            poison,
         };
         let (jobs, queue) = crossbeam_channel::unbounded();
         let writer = writer::spawn(parts.clone(), queue).map_err(Error::from_io)?;
@@ -70,6 +81,7 @@ impl JournaledEngine {
             Arc::clone(&parts.database),
             Arc::clone(&parts.journal),
             Arc::clone(&parts.folds),
+            Arc::clone(&parts.poison),
             Arc::clone(&stop),
         )
         .map_err(Error::from_io)?;
@@ -87,6 +99,33 @@ impl JournaledEngine {
     fn fold_now(&self, clean: bool) -> Result<usize> {
         let p = &self.parts;
         fold::fold_once(&p.database, &p.journal, &p.folds, clean)
+    }
+
+    /// Why the engine stopped answering: the poison if a thread panicked, else the close.
+    fn stopped(&self) -> Error {
+        self.parts.poison.get().unwrap_or(Error::Closed)
+    }
+
+    /// Refuses a call to a poisoned or closed engine.
+    fn check_running(&self) -> Result<()> {
+        self.parts.poison.check()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// The error for an answer the writer thread never gave: it only drops one while it
+    /// unwinds from a panic (a close answers everything queued), a moment before the panic
+    /// poisons the engine.
+    fn unanswered(&self) -> Error {
+        if self.closed.load(Ordering::Acquire) {
+            return self.stopped();
+        }
+        self.parts
+            .poison
+            .wait(UNANSWERED_WAIT)
+            .unwrap_or(Error::Closed)
     }
 
     fn shut_down(&self) -> Result<()> {
@@ -113,10 +152,12 @@ impl JournaledEngine {
         }
         // A caller committing on its own thread finishes before the last fold.
         let _commits = self.parts.commits.lock.lock();
-        let folded = if written.is_ok() {
+        let poisoned = self.parts.poison.get();
+        let folded = if written.is_ok() && poisoned.is_none() {
             self.fold_now(true).map(drop)
         } else {
-            // Never mark a journal clean after a failed write: recovery must look at it.
+            // Never mark a journal clean after a failed write, or after a panic left
+            // idemdb's state in doubt: recovery must look at the journal.
             Ok(())
         };
         let journal_closed = self
@@ -127,9 +168,16 @@ impl JournaledEngine {
             .close()
             .map_err(Error::from_io);
         let db_closed = self.parts.database.shut_down();
+        if let Some(poisoned) = poisoned {
+            return Err(poisoned);
+        }
         written.and(folded).and(journal_closed).and(db_closed)
     }
 }
+
+/// How long a caller whose answer the writer dropped waits for the panic that dropped it to
+/// poison the engine (it takes the time the writer thread needs to unwind).
+const UNANSWERED_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens or creates the journal, recovering frames newer than the last checkpoint, and
 /// records a fresh (not clean) checkpoint.
@@ -253,7 +301,9 @@ fn scan_page(
     limit: usize,
 ) -> Result<ScanPage> {
     let (stored, next) = catch_unwind(AssertUnwindSafe(|| table.page(start, end, limit)))
-        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))?;
+        .unwrap_or_else(|panic| {
+            Err(database.caught("reading a page of a scan panicked", panic.as_ref()))
+        })?;
     // The page covers keys up to where `next` starts; the memtable is merged over the same
     // span, so the next page starts right after it.
     let merge_end = next.as_deref().or(end);
@@ -276,17 +326,15 @@ fn scan_page(
 
 impl Engine for JournaledEngine {
     fn read(&self, key: &[u8]) -> Result<Option<Record>> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        self.check_running()?;
         self.parts.database.read(key)
     }
 
     fn apply(&self, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
         let n = ops.len();
-        let closed = || (0..n).map(|_| Err(Error::Closed)).collect();
-        if self.closed.load(Ordering::Acquire) {
-            return closed();
+        let refuse = |error: Error| (0..n).map(|_| Err(error.clone())).collect();
+        if let Err(e) = self.check_running() {
+            return refuse(e);
         }
         // Nothing running or queued, and the writer thread idle: commit here rather than
         // hand over to the writer.
@@ -298,19 +346,20 @@ impl Engine for JournaledEngine {
             && let Some(_commits) = commits.lock.try_lock()
         {
             // Checked under the lock: a close waits for this commit, or it sees the close.
-            if self.closed.load(Ordering::Acquire) {
-                return closed();
+            if let Err(e) = self.check_running() {
+                return refuse(e);
             }
             return writer::commit_here(&self.parts, ops);
         }
         let (reply, answer) = answer::pair();
         if self.jobs.send(Job::Apply { ops, reply }).is_err() {
-            return closed();
+            return refuse(self.unanswered());
         }
-        answer.wait().unwrap_or_else(closed)
+        answer.wait().unwrap_or_else(|| refuse(self.unanswered()))
     }
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {
+        self.parts.poison.check()?;
         let database = &self.parts.database;
         for _ in 0..3 {
             let (epoch, table) = database.snapshot_at()?;
@@ -329,17 +378,24 @@ impl Engine for JournaledEngine {
     }
 
     fn sweep(&self, now: Timestamp, limit: usize, from: Option<&[u8]>) -> Result<SweepPass> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        self.check_running()?;
         let p = &self.parts;
-        // Tombstones wait in the memtable until a fold: a long sweep folds as it goes, so
-        // memory stays bounded (and it then runs at the fold's pace).
-        if p.database.memtable.len() >= fold::FOLD_AT_KEYS {
-            self.fold_now(false)?;
+        let sweeping = || {
+            // Tombstones wait in the memtable until a fold: a long sweep folds as it goes,
+            // so memory stays bounded (and it then runs at the fold's pace).
+            if p.database.memtable.len() >= fold::FOLD_AT_KEYS {
+                self.fold_now(false)?;
+            }
+            let max_payload = p.journal.max_payload;
+            sweep::run_pass(&p.database, max_payload, &self.jobs, now, limit, from)
+        };
+        let swept = catch_unwind(AssertUnwindSafe(sweeping))
+            .unwrap_or_else(|panic| Err(p.poison.poison("a sweep panicked", panic.as_ref())));
+        match swept {
+            // A job the writer dropped while it panicked.
+            Err(Error::Closed) => Err(self.unanswered()),
+            other => other,
         }
-        let max_payload = p.journal.max_payload;
-        sweep::run_pass(&p.database, max_payload, &self.jobs, now, limit, from)
     }
 
     fn stats(&self) -> EngineStats {
@@ -348,6 +404,7 @@ impl Engine for JournaledEngine {
             journal,
             folds,
             commits,
+            poison: _,
         } = &self.parts;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         EngineStats {
@@ -366,19 +423,24 @@ impl Engine for JournaledEngine {
     }
 
     fn check(&self, report: &mut CheckReport) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        self.check_running()?;
         self.fold_now(false)?;
         let db = self.parts.database.db()?;
-        check::guarded(|| check::check_tables(&db, report))
+        let database = &self.parts.database;
+        catch_unwind(AssertUnwindSafe(|| check::check_tables(&db, report))).unwrap_or_else(
+            |panic| Err(database.caught("checking the tables panicked", panic.as_ref())),
+        )
     }
 
     fn close(&self) -> Result<()> {
         let mut result = self.close_result.lock();
         if let Some(r) = result.as_ref() {
-            // A second close reports success: the store is closed either way.
-            return r.as_ref().map(|_| ()).or(Ok(()));
+            // A second close reports success (the store is closed either way), unless the
+            // store is poisoned: that stays reported.
+            return match r {
+                Err(e @ Error::Poisoned { .. }) => Err(e.clone()),
+                _ => Ok(()),
+            };
         }
         self.closed.store(true, Ordering::Release);
         let r = self.shut_down();

@@ -16,7 +16,7 @@ use crate::storage::CommitSettings;
 use crate::storage::database::Database;
 use crate::storage::generations::{Filters, GenerationsWriter};
 use crate::storage::journal_state::JournalState;
-use crate::storage::open::corrupt_from_panic;
+use crate::storage::poison::Poison;
 use crate::storage::signal::Signal;
 use crate::storage::tables::{self, Checkpoint, EXPIRY, index_key};
 
@@ -61,42 +61,55 @@ pub(crate) fn spawn_folder(
     database: Arc<Database>,
     journal: Arc<JournalState>,
     folds: Arc<FoldState>,
+    poison: Arc<Poison>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("idemdb-folder".to_owned())
         .spawn(move || {
-            let interval = folds.settings.fold_interval;
-            let mut last_fold = Instant::now();
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let seen = folds.wanted.generation();
-                if stop.load(Ordering::Acquire) {
-                    return;
-                }
-                let memtable = &database.memtable;
-                let due = journal.used() >= journal.area / 4
-                    || memtable.len() >= FOLD_AT_KEYS
-                    || (last_fold.elapsed() >= interval && !memtable.is_empty());
-                if due {
-                    match fold_once(&database, &journal, &folds, false) {
-                        Ok(_) => {
-                            last_fold = Instant::now();
-                            backoff = Duration::from_millis(50);
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "an idemdb fold failed; retrying");
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            continue;
-                        }
-                    }
-                }
-                folds
-                    .wanted
-                    .wait(seen, interval.min(Duration::from_millis(250)));
+            let folding = || run_folder(&database, &journal, &folds, &stop);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(folding)) {
+                poison.poison("the folder thread panicked", panic.as_ref());
+                // A writer waiting for journal space must not wait for this thread.
+                journal.space_freed.notify();
             }
         })
+}
+
+/// The folder thread's loop; see [`spawn_folder`]. Ends when `stop` is set or a fold
+/// poisoned the engine.
+fn run_folder(database: &Database, journal: &JournalState, folds: &FoldState, stop: &AtomicBool) {
+    let interval = folds.settings.fold_interval;
+    let mut last_fold = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let seen = folds.wanted.generation();
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let memtable = &database.memtable;
+        let due = journal.used() >= journal.area / 4
+            || memtable.len() >= FOLD_AT_KEYS
+            || (last_fold.elapsed() >= interval && !memtable.is_empty());
+        if due {
+            match fold_once(database, journal, folds, false) {
+                Ok(_) => {
+                    last_fold = Instant::now();
+                    backoff = Duration::from_millis(50);
+                }
+                Err(Error::Poisoned { .. }) => return,
+                Err(error) => {
+                    tracing::error!(%error, "an idemdb fold failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        folds
+            .wanted
+            .wait(seen, interval.min(Duration::from_millis(250)));
+    }
 }
 
 /// A write transaction configured for folding: always durable (the journal space it frees
@@ -199,6 +212,13 @@ pub(crate) fn fold_once(
         return Ok(0);
     }
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        #[cfg(feature = "testing")]
+        for (key, _) in &entries {
+            crate::storage::poison::injected::fire(
+                crate::storage::poison::injected::PanicSite::Fold,
+                key,
+            );
+        }
         let db = database.writable_db()?;
         let write = begin_fold_txn(&db, folds.settings)?;
         apply_changes(
@@ -218,7 +238,12 @@ pub(crate) fn fold_once(
         )?;
         write.commit().map_err(Error::from_redb)
     }))
-    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
+    .unwrap_or_else(|panic| Err(database.caught("a fold panicked", panic.as_ref())));
+    if let Err(e @ Error::Poisoned { .. }) = result {
+        // Nothing of idemdb's state can be trusted: no reopen, no retry.
+        journal.space_freed.notify();
+        return Err(e);
+    }
     if let Err(e) = result {
         folds.failed_folds.fetch_add(1, Ordering::Relaxed);
         *folds.error.lock() = Some(e.clone());

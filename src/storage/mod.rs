@@ -26,6 +26,7 @@ mod journal_state;
 mod key_filter;
 mod memtable;
 mod open;
+mod poison;
 mod record_cache;
 mod signal;
 mod sweep;
@@ -38,6 +39,8 @@ use std::time::Duration;
 pub use backend::{Backend, MemoryBackend, StorageRole};
 pub use check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind};
 pub use compact::CompactReport;
+#[cfg(feature = "testing")]
+pub use poison::injected::{PanicSite, inject_panic};
 
 pub(crate) use backend::AsRedb;
 pub(crate) use check::check_file;

@@ -77,6 +77,12 @@ impl Opener {
         &self.path
     }
 
+    /// Whether every open verifies every page checksum first: a panic while redb reads a
+    /// verified file is not damage.
+    pub(crate) fn verifies(&self) -> bool {
+        self.options.verify
+    }
+
     /// The store's files; `None` for a store on custom or in-memory storage.
     pub(crate) fn files(&self) -> Option<StoreFiles> {
         self.backend.is_none().then(|| StoreFiles {

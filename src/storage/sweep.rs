@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::storage::SweepPass;
 use crate::storage::answer::{self, Answer};
 use crate::storage::database::Database;
-use crate::storage::open::corrupt_from_panic;
 use crate::storage::tables::{EXPIRY, split_index_key};
 use crate::storage::writer::{Job, SweepJob};
 use crate::time::Timestamp;
@@ -229,7 +228,9 @@ pub(crate) fn find_due(
         }
         Ok(found)
     }))
-    .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
+    .unwrap_or_else(|panic| {
+        Err(database.caught("reading the expiry index panicked", panic.as_ref()))
+    })
 }
 
 /// The unfolded records expired at `now`, with the instant each becomes sweepable.

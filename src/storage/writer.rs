@@ -11,6 +11,7 @@
 //! operations queued meanwhile between their frames.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -30,6 +31,7 @@ use crate::storage::journal::AppendError;
 use crate::storage::journal::frame;
 use crate::storage::journal_state::{FoldCut, JournalState};
 use crate::storage::memtable::KeyUpdate;
+use crate::storage::poison::Poison;
 use crate::storage::{CommitSettings, KeyedOp};
 use crate::time::{Clock, Timestamp};
 
@@ -78,6 +80,8 @@ pub(crate) struct WriterParts {
     pub(crate) journal: Arc<JournalState>,
     pub(crate) folds: Arc<FoldState>,
     pub(crate) commits: Arc<CommitState>,
+    /// Raised by a panic in any of the engine's threads.
+    pub(crate) poison: Arc<Poison>,
 }
 
 /// What the writer is asked to do.
@@ -127,7 +131,14 @@ const JOURNAL_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) fn spawn(parts: WriterParts, queue: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("idemdb-writer".to_owned())
-        .spawn(move || Writer::on(&parts).run(&queue))
+        .spawn(move || {
+            let writing = || Writer::on(&parts).run(&queue);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(writing)) {
+                parts
+                    .poison
+                    .poison("the writer thread panicked", panic.as_ref());
+            }
+        })
 }
 
 struct Writer<'a> {
@@ -135,6 +146,7 @@ struct Writer<'a> {
     journal: &'a JournalState,
     folds: &'a FoldState,
     commits: &'a CommitState,
+    poison: &'a Poison,
     /// Frames written without a sync (deferred claims, or non-durable stores).
     unsynced: bool,
 }
@@ -146,6 +158,7 @@ impl<'a> Writer<'a> {
             journal: &parts.journal,
             folds: &parts.folds,
             commits: &parts.commits,
+            poison: &parts.poison,
             unsynced: false,
         }
     }
@@ -334,6 +347,11 @@ impl<'a> Writer<'a> {
                         continue;
                     }
                 };
+                #[cfg(feature = "testing")]
+                crate::storage::poison::injected::fire(
+                    crate::storage::poison::injected::PanicSite::Commit,
+                    &key,
+                );
                 let is_claim = matches!(op, Operation::Claim(_));
                 let t = decision::transition(current, op, now);
                 let new_state = match t.change {
@@ -487,6 +505,8 @@ impl<'a> Writer<'a> {
                     return Ok(());
                 }
                 Err(AppendError::Full) => {
+                    // A poisoned engine folds no more.
+                    self.poison.check()?;
                     // Only a fold frees space. Wait for the next fold attempt; if folds are
                     // failing (a full disk), fail with their reason once one more has failed.
                     if fold_attempts_seen > 0
@@ -528,11 +548,20 @@ fn journal_full(fold_error: Error) -> Error {
 pub(crate) fn commit_here(parts: &WriterParts, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
     let settings = parts.commits.settings;
     debug_assert!(settings.durable && !settings.defer_claim_sync);
-    Writer::on(parts)
-        .decide_and_journal(vec![ops])
-        .into_iter()
-        .next()
-        .unwrap_or_default()
+    let n = ops.len();
+    let committing = || {
+        Writer::on(parts)
+            .decide_and_journal(vec![ops])
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    catch_unwind(AssertUnwindSafe(committing)).unwrap_or_else(|panic| {
+        let error = parts
+            .poison
+            .poison("a commit on the caller's thread panicked", panic.as_ref());
+        (0..n).map(|_| Err(error.clone())).collect()
+    })
 }
 
 /// Whether a sweep deletes `current`, found under `sweep_at`, at `now`.

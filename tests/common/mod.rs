@@ -72,7 +72,7 @@ pub fn replay(begin: Begin) -> Vec<u8> {
     }
 }
 
-/// An in-memory redb backend whose `sync_data` can be held closed, to stall commits.
+/// In-memory storage whose `sync_data` can be held closed, to stall commits.
 #[derive(Debug)]
 pub struct GatedBackend {
     inner: MemoryBackend,
@@ -187,7 +187,7 @@ pub const FAULT_NO_SPACE: u8 = 1;
 /// A broken device: every write, resize and sync fails with EIO.
 pub const FAULT_EIO: u8 = 2;
 
-/// An in-memory redb backend that injects the fault its switch names.
+/// In-memory storage that injects the fault its switch names.
 #[derive(Debug)]
 pub struct FailingBackend {
     inner: MemoryBackend,
