@@ -169,15 +169,18 @@ impl Reporter {
 /// Reports an error on stderr: `idemdb: error: …`, or with `--json` a JSON object.
 pub fn report_error(json: bool, error: &CliError) {
     let line = if json {
-        format!(
-            "{}\n",
-            json!({
-                "idemdb": "error",
-                "kind": error.kind(),
-                "exit_code": error.code(),
-                "message": error.to_string(),
-            })
-        )
+        let mut object = json!({
+            "idemdb": "error",
+            "kind": error.kind(),
+            "exit_code": error.code(),
+            "message": error.to_string(),
+        });
+        if let (Some(target), Some(Value::Object(extra))) =
+            (object.as_object_mut(), error.json_fields())
+        {
+            target.extend(extra);
+        }
+        format!("{object}\n")
     } else {
         format!("idemdb: error: {error}\n")
     };

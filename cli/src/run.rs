@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use idemdb::{
-    Begin, BeginOptions, ClaimTicket, Fingerprint, KeyPolicy, MAX_RESPONSE_LIMIT, RecordState,
-    RecoveryPolicy, Replay, Store, validate_scope,
+    Begin, BeginOptions, ClaimLostReason, ClaimTicket, Fingerprint, KeyPolicy, MAX_RESPONSE_LIMIT,
+    RecordState, RecoveryPolicy, Replay, Store, Timestamp, validate_scope,
 };
 use serde_json::json;
 
@@ -43,7 +43,7 @@ const _: () = assert!(DEFAULT_RESPONSE_LIMIT <= MAX_RESPONSE_LIMIT);
 enum Step {
     /// This run holds the key now.
     Execute {
-        ticket: ClaimTicket,
+        held: Held,
         attempt: u32,
         /// Who held it before, when taking over an abandoned claim.
         previous: Option<Option<Vec<u8>>>,
@@ -78,7 +78,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, CliError> {
     let interrupts =
         Interrupts::install().map_err(|e| CliError::io("catching SIGINT and SIGTERM", e))?;
 
-    let ticket = match wait_for_claim(
+    let held = match wait_for_claim(
         global,
         &args,
         &scope,
@@ -88,15 +88,25 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, CliError> {
         &interrupts,
         &reporter,
     )? {
-        Claimed::Ticket(ticket) => ticket,
+        Claimed::Ticket(held) => held,
         Claimed::Replayed(code) => return Ok(code),
     };
-    execute(global, &args, ticket, &interrupts, &reporter)
+    execute(global, &args, held, &interrupts, &reporter)
 }
 
 enum Claimed {
-    Ticket(ClaimTicket),
+    Ticket(Held),
     Replayed(u8),
+}
+
+/// The claim this run holds, detached while COMMAND runs, with what it was when taken, so
+/// that a run that finds it gone can tell what happened to the key.
+pub struct Held {
+    ticket: ClaimTicket,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    lease_until: Timestamp,
+    attempt: u32,
 }
 
 /// Looks at the key until this run holds it, or it has a result to replay, or waiting ends.
@@ -131,7 +141,7 @@ fn wait_for_claim(
         closed?;
         match step {
             Step::Execute {
-                ticket,
+                held,
                 attempt,
                 previous,
             } => {
@@ -145,7 +155,7 @@ fn wait_for_claim(
                         json!({ "scope": scope, "key": key, "attempt": attempt }),
                     );
                 }
-                return Ok(Claimed::Ticket(ticket));
+                return Ok(Claimed::Ticket(held));
             }
             Step::Replay(replay) => {
                 return replay_result(&replay, scope, key, reporter).map(Claimed::Replayed);
@@ -246,8 +256,16 @@ fn claim_step(
         Begin::Execute(claim) => {
             let attempt = claim.attempt();
             let previous = claim.recovery().map(|r| r.previous_owner.clone());
+            let (created_at, expires_at, lease_until) =
+                (claim.created_at(), claim.expires_at(), claim.lease_until());
             Step::Execute {
-                ticket: claim.detach(),
+                held: Held {
+                    ticket: claim.detach(),
+                    created_at,
+                    expires_at,
+                    lease_until,
+                    attempt,
+                },
                 attempt,
                 previous,
             }
@@ -284,32 +302,20 @@ fn claim_step(
 fn execute(
     global: &Global,
     args: &RunArgs,
-    ticket: ClaimTicket,
+    held: Held,
     interrupts: &Interrupts,
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
     if let Some(signal) = interrupts.received() {
         // COMMAND has not started: the key may be freed.
-        if let Err(e) = finish(global, &ticket, Finish::Release) {
-            reporter.warn(
-                "not_released",
-                &format!("could not free key {:?}: {e}", ticket.key),
-                json!({}),
-            );
-        }
+        free_unstarted(global, &held, reporter);
         return Err(CliError::Interrupted(signal));
     }
     let ran = match capture::run(&args.command, OUTPUT_BUDGET, interrupts) {
         Ok(ran) => ran,
         Err(source) => {
             // Nothing ran: free the key so a corrected setup can run it.
-            if let Err(e) = finish(global, &ticket, Finish::Release) {
-                reporter.warn(
-                    "not_released",
-                    &format!("could not free key {:?}: {e}", ticket.key),
-                    json!({}),
-                );
-            }
+            free_unstarted(global, &held, reporter);
             return Err(CliError::Spawn {
                 program: args
                     .command
@@ -333,24 +339,31 @@ fn execute(
             json!({}),
         );
     }
+    let ticket = &held.ticket;
     let key = &ticket.key;
     let code = result.status.exit_code();
+    let status = result.status.to_string();
 
     if let Some(signal) = interrupts.forwarded() {
         // COMMAND was interrupted: whether it did its work is unknown. The key is never
         // freed; abandoned, the next run follows --on-abandoned.
-        let outcome = match finish(global, &ticket, Finish::Abandon) {
-            Ok(()) => "left abandoned".to_owned(),
-            Err(e) => {
-                format!("left in flight ({e}); it counts as abandoned once this process has exited")
-            }
+        let outcome = match finish(global, &held, Finish::Abandon) {
+            Ok(Ended::Written) => "left abandoned: the next run follows --on-abandoned".to_owned(),
+            Ok(Ended::WrittenNotClosed(e)) => format!(
+                "left abandoned (but closing the store failed afterwards: {}): the next run follows --on-abandoned",
+                naming_store(global, e)
+            ),
+            Ok(Ended::Lost(what)) => format!("no longer held by this run: {what}"),
+            Err(e) => format!(
+                "left in flight ({}); the next run finds it abandoned and follows --on-abandoned",
+                naming_store(global, e)
+            ),
         };
         reporter.warn(
             "interrupted",
             &format!(
-                "interrupted by {}: forwarded to COMMAND ({}); key {key:?} {outcome}: the next run follows --on-abandoned",
+                "interrupted by {}: forwarded to COMMAND ({status}); key {key:?} {outcome}",
                 signals::name(signal),
-                result.status
             ),
             json!({ "scope": ticket.scope, "key": key, "signal": signal }),
         );
@@ -358,35 +371,95 @@ fn execute(
     }
 
     if !result.status.success() && args.on_failure == OnFailure::Release {
-        finish(global, &ticket, Finish::Release).map_err(|e| CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
-        })?;
-        reporter.note(
-            "released",
-            &format!(
-                "COMMAND failed ({}); key {key:?} released (--on-failure release): the next run executes it again",
-                result.status
+        let fields = json!({ "scope": ticket.scope, "key": key, "exit_code": code });
+        match finish(global, &held, Finish::Release) {
+            Ok(Ended::Written) => reporter.note(
+                "released",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} released (--on-failure release): the next run executes it again"
+                ),
+                fields,
             ),
-            json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
-        );
+            Ok(Ended::WrittenNotClosed(e)) => reporter.warn(
+                "not_closed",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} released (--on-failure release), but closing the store failed afterwards: {}",
+                    naming_store(global, e)
+                ),
+                fields,
+            ),
+            Ok(Ended::Lost(what)) => reporter.warn(
+                "claim_lost",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} was not released by this run: {what}"
+                ),
+                fields,
+            ),
+            Err(e) => {
+                return Err(CliError::NotRecorded {
+                    status,
+                    source: Box::new(e),
+                });
+            }
+        }
         return Ok(code);
     }
 
-    finish(global, &ticket, Finish::Complete(result.encode())).map_err(|e| {
-        CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
+    match finish(global, &held, Finish::Complete(result.encode())) {
+        Ok(Ended::Written) => {}
+        // The result is durable in the journal: the run succeeded, the store's
+        // housekeeping did not.
+        Ok(Ended::WrittenNotClosed(e)) => reporter.warn(
+            "not_closed",
+            &format!(
+                "key {key:?}: COMMAND's result ({status}) is recorded, in the store's journal, but closing the store failed afterwards: {}; the next command that opens the store folds the journal in",
+                naming_store(global, e)
+            ),
+            json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
+        ),
+        Ok(Ended::Lost(what)) => return Err(CliError::ClaimLost { status, what }),
+        Err(e) => {
+            return Err(CliError::NotRecorded {
+                status,
+                source: Box::new(e),
+            });
         }
-    })?;
+    }
     if reporter.json {
         reporter.note(
             "recorded",
-            &format!("key {key:?}: recorded COMMAND's result ({})", result.status),
+            &format!("key {key:?}: recorded COMMAND's result ({status})"),
             json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
         );
     }
     Ok(code)
+}
+
+/// Frees a key whose COMMAND never started; a failure is only worth a warning.
+fn free_unstarted(global: &Global, held: &Held, reporter: &Reporter) {
+    let key = &held.ticket.key;
+    let problem = match finish(global, held, Finish::Release) {
+        Ok(Ended::Written) => return,
+        Ok(Ended::WrittenNotClosed(e)) => format!(
+            "key {key:?} freed, but closing the store failed afterwards: {}",
+            naming_store(global, e)
+        ),
+        Ok(Ended::Lost(what)) => format!("key {key:?} not freed by this run: {what}"),
+        Err(e) => format!(
+            "could not free key {key:?}: {}; the next run finds it abandoned and follows --on-abandoned",
+            naming_store(global, e)
+        ),
+    };
+    reporter.warn("not_released", &problem, json!({}));
+}
+
+/// An error naming the store file, for a warning (errors that end the command are named in
+/// `main`).
+fn naming_store(global: &Global, error: CliError) -> CliError {
+    match crate::open::store_path(global) {
+        Ok((path, _)) => error.naming_store(&path),
+        Err(_) => error,
+    }
 }
 
 /// How a claim ends.
@@ -396,27 +469,104 @@ enum Finish {
     Abandon,
 }
 
+/// How ending a claim went, when its change was not refused by a store failure.
+enum Ended {
+    /// Written, and the store closed cleanly.
+    Written,
+    /// Written (durable in the journal), but closing the store failed afterwards.
+    WrittenNotClosed(CliError),
+    /// The claim no longer held the key; what happened to the key instead, for people.
+    Lost(String),
+}
+
 /// Opens the store, takes the claim back, ends it, and closes the store. Signals do not
-/// interrupt this: the claim's end must be written.
-fn finish(global: &Global, ticket: &ClaimTicket, how: Finish) -> Result<(), CliError> {
+/// interrupt this: the claim's end must be written. The error is a failure to open the
+/// store or to write the change.
+fn finish(global: &Global, held: &Held, how: Finish) -> Result<Ended, CliError> {
     let store = open_store(global, Access::Create, None)?;
-    let ended = (|| -> Result<(), CliError> {
-        let claim = store.resume(ticket)?;
-        match how {
-            Finish::Complete(response) => {
-                claim.complete(response).map_err(|e| e.error)?;
-                // Keep the file from growing with expired records; the result is recorded
-                // already, so a failed sweep is only a missed chance.
-                let _ = store.sweep_now();
-            }
-            Finish::Release => claim.release()?,
-            Finish::Abandon => claim.abandon()?,
-        }
-        Ok(())
-    })();
+    let ended = end_claim(&store, held, how);
     let closed = store.close();
-    ended?;
-    closed.map_err(CliError::from)
+    match (ended, closed) {
+        (Ok(Ended::Written), Err(e)) => Ok(Ended::WrittenNotClosed(e.into())),
+        (ended, _) => ended,
+    }
+}
+
+fn end_claim(store: &Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
+    let claim = match store.resume(&held.ticket) {
+        Ok(claim) => claim,
+        Err(idemdb::Error::ClaimLost(reason)) => {
+            return Ok(Ended::Lost(what_happened(store, held, reason)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let written = match how {
+        // On failure the claim comes back in the error and is abandoned when dropped.
+        Finish::Complete(response) => claim.complete(response).map_err(|e| e.error).map(|_| {
+            // Keep the file from growing with expired records; the result is recorded
+            // already, so a failed sweep is only a missed chance.
+            let _ = store.sweep_now();
+        }),
+        Finish::Release => claim.release(),
+        Finish::Abandon => claim.abandon(),
+    };
+    match written {
+        Ok(()) => Ok(Ended::Written),
+        Err(idemdb::Error::ClaimLost(reason)) => {
+            Ok(Ended::Lost(what_happened(store, held, reason)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What became of a key whose claim this run lost while COMMAND ran, told from the record
+/// the key holds now.
+fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String {
+    let now = store.now();
+    let current = store
+        .get(&held.ticket.scope, &held.ticket.key)
+        .ok()
+        .flatten();
+    let lease_ended = held.lease_until <= now;
+    let Some(record) = current.filter(|_| reason != ClaimLostReason::Missing) else {
+        return match held.expires_at {
+            Some(at) if at <= now => format!(
+                "the key's retention (--ttl) ended at {} while COMMAND ran, and its record expired; the key is free: the next run executes COMMAND again",
+                output::time(at)
+            ),
+            _ => "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import); the key is free: the next run executes COMMAND again".to_owned(),
+        };
+    };
+    // A record created after this claim is a new one: this claim's record was deleted
+    // first. The same record under another claim was taken over.
+    let how_lost = if record.created_at() != held.created_at {
+        "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import), and since then".to_owned()
+    } else if lease_ended {
+        format!(
+            "this run's lease (--lease) ended at {} while COMMAND ran, and since then",
+            output::time(held.lease_until)
+        )
+    } else {
+        format!(
+            "this run's claim (attempt {}) was declared abandoned or replaced while COMMAND ran, and since then",
+            held.attempt
+        )
+    };
+    match record.state() {
+        RecordState::InFlight(flight) => format!(
+            "{how_lost} another run ({}, attempt {}) has claimed the key; that run's result is the one that counts",
+            owner::describe(flight.owner()),
+            record.attempt()
+        ),
+        RecordState::Completed(completed) => format!(
+            "{how_lost} another run has recorded its result ({}, at {}); retries replay that result",
+            RunResult::decode(completed.response()).map_or_else(
+                |_| "a response not written by `idemdb run`".to_owned(),
+                |r| r.status.to_string()
+            ),
+            output::time(completed.completed_at())
+        ),
+    }
 }
 
 /// Writes a recorded result as COMMAND wrote it, and returns its exit status.
@@ -447,16 +597,25 @@ fn replay_result(
         }),
     );
     warn_if_cut(&result, reporter, "replayed");
+    // A reader that went away does not change the outcome: the replay exits with the
+    // recorded status, as COMMAND would have.
+    let quiet_if_gone = |e: std::io::Error, what: &str| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(CliError::io(format!("writing the recorded {what}"), e))
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&result.stdout.bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| CliError::io("writing the recorded stdout", e))?;
+        .or_else(|e| quiet_if_gone(e, "stdout"))?;
     let mut stderr = std::io::stderr().lock();
     stderr
         .write_all(&result.stderr.bytes)
         .and_then(|()| stderr.flush())
-        .map_err(|e| CliError::io("writing the recorded stderr", e))?;
+        .or_else(|e| quiet_if_gone(e, "stderr"))?;
     Ok(result.status.exit_code())
 }
 
