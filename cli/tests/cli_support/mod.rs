@@ -192,3 +192,14 @@ pub fn json(stdout: &[u8]) -> serde_json::Value {
         )
     })
 }
+
+/// Parses stdout as JSON lines (one value a line), as `ls --json` writes them.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {line}"))
+        })
+        .collect()
+}
