@@ -8,30 +8,9 @@ use std::process::Stdio;
 
 use cli_support::*;
 use predicates::prelude::*;
-use serde_json::json;
 
-/// A store holding `n` completed records, imported in one go.
 fn store_with(env: &Env, n: usize) {
-    let mut input = format!("{}\n", json!({ "idemdb_export": 2, "exported_at": 0 }));
-    for i in 0..n {
-        input.push_str(&format!(
-            "{}\n",
-            json!({
-                "scope": "default", "key": format!("k{i:06}"), "state": "completed",
-                "fingerprint": "ab".repeat(32), "created_at": 1_000, "expires_at": null,
-                "attempt": 1, "completed_at": 2_000, "response_base64": "aGVsbG8=",
-            })
-        ));
-    }
-    input.push_str(&format!(
-        "{}\n",
-        json!({ "idemdb_export_end": true, "records": n })
-    ));
-    env.cmd()
-        .arg("import")
-        .write_stdin(input)
-        .assert()
-        .success();
+    fill_store(&env.db, n);
 }
 
 /// Runs idemdb with stdout a pipe whose reader is already gone; returns the exit status

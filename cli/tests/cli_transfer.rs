@@ -5,32 +5,11 @@
 mod cli_support;
 
 use cli_support::*;
-use predicates::prelude::*;
-use serde_json::json;
 
-/// A store with `n` recorded runs, exported to `name` in the test directory; returns the
+/// A store with `n` records, exported to `name` in the test directory; returns the
 /// export's lines.
 fn exported(env: &Env, n: usize, name: &str) -> Vec<String> {
-    let mut input = format!("{}\n", json!({ "idemdb_export": 2, "exported_at": 0 }));
-    for i in 0..n {
-        input.push_str(&format!(
-            "{}\n",
-            json!({
-                "scope": "default", "key": format!("k{i:06}"), "state": "completed",
-                "fingerprint": "ab".repeat(32), "created_at": 1_000, "expires_at": null,
-                "attempt": 1, "completed_at": 2_000, "response_base64": "aGVsbG8=",
-            })
-        ));
-    }
-    input.push_str(&format!(
-        "{}\n",
-        json!({ "idemdb_export_end": true, "records": n })
-    ));
-    env.cmd()
-        .arg("import")
-        .write_stdin(input)
-        .assert()
-        .success();
+    fill_store(&env.db, n);
     env.cmd().args(["export", "-o", name]).assert().success();
     let text = std::fs::read_to_string(env.path(name)).expect("read the export");
     text.lines().map(str::to_owned).collect()
@@ -176,19 +155,21 @@ fn a_failed_export_leaves_no_partial_file() {
     );
     let script =
         format!("trap '' XFSZ; ulimit -f {limit_blocks} && exec \"$0\" export -o part.exp");
-    assert_cmd::Command::new("sh")
+    let out = assert_cmd::Command::new("sh")
         .args(["-c", &script])
         .arg(bin())
         .current_dir(env.dir.path())
         .env("IDEMDB_PATH", &env.db)
         .timeout(PATIENCE)
-        .assert()
-        .code(76)
-        .stderr(predicate::str::contains("part.exp"));
+        .output()
+        .expect("run the export");
     let left: Vec<String> = std::fs::read_dir(env.dir.path())
         .expect("list the directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|name| name.contains("part.exp"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(76), "{stderr}");
+    assert!(stderr.contains("part.exp"), "{stderr}");
 }

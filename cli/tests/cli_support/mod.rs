@@ -203,3 +203,22 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Fills the store at `db` with `n` completed records (keys `k000000`…, scope `default`)
+/// through the library, as a store that has served many runs would hold them.
+pub fn fill_store(db: &Path, n: usize) {
+    let store = idemdb::Store::open(db).expect("open the store");
+    for i in 0..n {
+        let record = idemdb::Record::new_completed(
+            idemdb::Fingerprint::of(b"a command line"),
+            idemdb::Timestamp::from_millis(1_000),
+            None,
+            idemdb::Timestamp::from_millis(2_000),
+            b"hello".to_vec(),
+        );
+        store
+            .import("default", &format!("k{i:06}"), record, false)
+            .expect("import a record");
+    }
+    store.close().expect("close the store");
+}
