@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use idemdb::{
-    Begin, BeginOptions, ClaimLostReason, ClaimTicket, Fingerprint, KeyPolicy, MAX_RESPONSE_LIMIT,
-    RecordState, RecoveryPolicy, Replay, Store, Timestamp, validate_scope,
+    Begin, BeginOptions, Claim, ClaimLostReason, ClaimTicket, Fingerprint, KeyPolicy,
+    MAX_RESPONSE_LIMIT, RecordState, RecoveryPolicy, Replay, Store, Timestamp, validate_scope,
 };
 use serde_json::json;
 
@@ -107,6 +107,25 @@ pub struct Held {
     expires_at: Option<Timestamp>,
     lease_until: Timestamp,
     attempt: u32,
+}
+
+impl Held {
+    /// Lets go of a claim for the time COMMAND runs, keeping what it was.
+    fn detach(claim: Claim) -> Held {
+        let (created_at, expires_at, lease_until, attempt) = (
+            claim.created_at(),
+            claim.expires_at(),
+            claim.lease_until(),
+            claim.attempt(),
+        );
+        Held {
+            ticket: claim.detach(),
+            created_at,
+            expires_at,
+            lease_until,
+            attempt,
+        }
+    }
 }
 
 /// Looks at the key until this run holds it, or it has a result to replay, or waiting ends.
@@ -256,16 +275,8 @@ fn claim_step(
         Begin::Execute(claim) => {
             let attempt = claim.attempt();
             let previous = claim.recovery().map(|r| r.previous_owner.clone());
-            let (created_at, expires_at, lease_until) =
-                (claim.created_at(), claim.expires_at(), claim.lease_until());
             Step::Execute {
-                held: Held {
-                    ticket: claim.detach(),
-                    created_at,
-                    expires_at,
-                    lease_until,
-                    attempt,
-                },
+                held: Held::detach(claim),
                 attempt,
                 previous,
             }
@@ -484,6 +495,12 @@ enum Ended {
 /// store or to write the change.
 fn finish(global: &Global, held: &Held, how: Finish) -> Result<Ended, CliError> {
     let store = open_store(global, Access::Create, None)?;
+    finish_on(store, held, how)
+}
+
+/// Ends the claim on an open store, then closes it: a failure to close after the change
+/// was written is told apart from a failure to write it.
+fn finish_on(store: Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
     let ended = end_claim(&store, held, how);
     let closed = store.close();
     match (ended, closed) {
@@ -537,9 +554,10 @@ fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String 
             _ => "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import); the key is free: the next run executes COMMAND again".to_owned(),
         };
     };
-    // A record created after this claim is a new one: this claim's record was deleted
-    // first. The same record under another claim was taken over.
-    let how_lost = if record.created_at() != held.created_at {
+    // A record created after this claim, or one that is not at a later attempt, is a new
+    // one: this claim's record was deleted first. A take-over keeps the record's creation
+    // time and counts one attempt more.
+    let how_lost = if record.created_at() != held.created_at || record.attempt() <= held.attempt {
         "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import), and since then".to_owned()
     } else if lease_ended {
         format!(
@@ -685,6 +703,156 @@ mod tests {
 
     fn words(ws: &[&str]) -> Vec<OsString> {
         ws.iter().map(OsString::from).collect()
+    }
+
+    /// A store on a clock the test moves, and a claim on `key` held by a run on another
+    /// host (whose liveness cannot be checked), detached as `idemdb run` detaches it.
+    fn held_elsewhere(key: &str) -> (tempfile::TempDir, Store, idemdb::ManualClock, Held) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = idemdb::ManualClock::new(Timestamp::from_millis(1_000_000));
+        let store = Store::builder()
+            .clock(clock.clone())
+            .sweep_interval(None)
+            .open(dir.path().join("s.idemdb"))
+            .expect("open");
+        let options = BeginOptions::new()
+            .lease(Duration::from_secs(60))
+            .retention(Duration::from_secs(3_600))
+            .no_wait()
+            .recovery(RecoveryPolicy::TakeOver)
+            .owner(b"idemdb-run/1 host=elsewhere pid=7".to_vec());
+        let Begin::Execute(claim) = store
+            .begin_with("default", key, fingerprint(), &options)
+            .expect("begin")
+        else {
+            panic!("a fresh key executes");
+        };
+        (dir, store, clock, Held::detach(claim))
+    }
+
+    fn fingerprint() -> Fingerprint {
+        command_fingerprint(&words(&["true"]))
+    }
+
+    fn take_over(store: &Store, key: &str) -> Claim {
+        let options = BeginOptions::new()
+            .no_wait()
+            .recovery(RecoveryPolicy::TakeOver)
+            .owner(b"idemdb-run/1 host=other pid=8".to_vec());
+        match store
+            .begin_with("default", key, fingerprint(), &options)
+            .expect("begin")
+        {
+            Begin::Execute(claim) => claim,
+            _ => panic!("the key is taken over"),
+        }
+    }
+
+    fn lost(store: &Store, held: &Held) -> String {
+        match end_claim(store, held, Finish::Complete(b"result".to_vec())) {
+            Ok(Ended::Lost(what)) => what,
+            Ok(Ended::Written | Ended::WrittenNotClosed(_)) => panic!("the claim was lost"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_taken_over_after_its_lease_says_so() {
+        let (_dir, store, clock, held) = held_elsewhere("k");
+        clock.advance(Duration::from_secs(61));
+        let other = take_over(&store, "k");
+        let what = lost(&store, &held);
+        assert!(what.contains("lease (--lease) ended"), "{what}");
+        assert!(
+            what.contains("another run (pid 8 on other, attempt 2) has claimed the key"),
+            "{what}"
+        );
+        assert!(!what.contains("deleted"), "{what}");
+        // Once the other run has recorded its result, that is what is said.
+        other.complete(b"theirs").expect("complete");
+        let what = lost(&store, &held);
+        assert!(
+            what.contains("another run has recorded its result"),
+            "{what}"
+        );
+        store.close().expect("close");
+    }
+
+    #[test]
+    fn a_claim_whose_record_expired_says_so() {
+        let (_dir, store, clock, held) = held_elsewhere("k");
+        clock.advance(Duration::from_secs(3_601));
+        store.sweep_now().expect("sweep");
+        let what = lost(&store, &held);
+        assert!(what.contains("retention (--ttl) ended"), "{what}");
+        assert!(what.contains("the key is free"), "{what}");
+        store.close().expect("close");
+    }
+
+    #[test]
+    fn a_claim_whose_record_was_deleted_and_completed_again_says_so() {
+        let (_dir, store, _clock, held) = held_elsewhere("k");
+        assert!(store.delete("default", "k").expect("delete"));
+        let other = take_over(&store, "k");
+        other.complete(b"theirs").expect("complete");
+        let what = lost(&store, &held);
+        assert!(
+            what.contains("record was deleted while COMMAND ran"),
+            "{what}"
+        );
+        assert!(
+            what.contains("another run has recorded its result"),
+            "{what}"
+        );
+        store.close().expect("close");
+    }
+
+    /// Whatever fails while a result is recorded, what the run then says matches what a
+    /// restart finds: "recorded" (also when only closing failed) means the result is
+    /// durable, and a failure to record means it is not there.
+    #[test]
+    fn what_a_run_says_after_a_failing_disk_matches_what_survives() {
+        use idemdb::testing::{CrashMode, Persistence, SimStorage};
+        let builder = || Store::builder().sweep_interval(None);
+        let mut seen = (0, 0, 0);
+        for n in 1..=40 {
+            let sim = SimStorage::new();
+            let store = sim.open(builder()).expect("open");
+            let options = BeginOptions::new().no_wait();
+            let Begin::Execute(claim) = store
+                .begin_with("default", "k", fingerprint(), &options)
+                .expect("begin")
+            else {
+                panic!("a fresh key executes");
+            };
+            let held = Held::detach(claim);
+            sim.fail_after(n, Persistence::Forever);
+            let outcome = finish_on(store, &held, Finish::Complete(b"result".to_vec()));
+            sim.power_cut(CrashMode::Durable);
+            let reopened = sim.open(builder()).expect("reopen");
+            let record = reopened.get("default", "k").expect("get");
+            let completed = record
+                .as_ref()
+                .and_then(idemdb::Record::response)
+                .is_some_and(|r| r == b"result");
+            match outcome {
+                Ok(Ended::Written) => {
+                    assert!(completed, "n={n}: said recorded, but {record:?}");
+                    seen.0 += 1;
+                }
+                Ok(Ended::WrittenNotClosed(e)) => {
+                    assert!(completed, "n={n}: said recorded ({e}), but {record:?}");
+                    seen.1 += 1;
+                }
+                Ok(Ended::Lost(what)) => panic!("n={n}: the claim was not lost: {what}"),
+                Err(e) => {
+                    assert!(!completed, "n={n}: said not recorded ({e}), but it is");
+                    seen.2 += 1;
+                }
+            }
+            reopened.close().expect("close");
+        }
+        assert!(seen.1 > 0 && seen.2 > 0, "{seen:?}");
     }
 
     #[test]
