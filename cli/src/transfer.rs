@@ -225,7 +225,12 @@ pub fn import(global: &Global, args: ImportArgs) -> Result<u8, CliError> {
         inner: input,
         bar: ProgressBar::clone(&bar),
     });
-    let store = open_store(global, Access::Bulk, None)?;
+    let store = open_store(global, Access::Bulk, None).map_err(|error| CliError::Partial {
+        imported: 0,
+        kept: 0,
+        durable: true,
+        source: Box::new(error),
+    })?;
     let result = read_import(&store, &mut reader, &source, &args);
     // Closing makes everything imported so far durable, also when a line failed.
     let closed = store.close();
