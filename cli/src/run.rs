@@ -557,7 +557,13 @@ fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String 
     // A record created after this claim, or one that is not at a later attempt, is a new
     // one: this claim's record was deleted first. A take-over keeps the record's creation
     // time and counts one attempt more.
-    let how_lost = if record.created_at() != held.created_at || record.attempt() <= held.attempt {
+    let recreated = record.created_at() != held.created_at || record.attempt() <= held.attempt;
+    let how_lost = if let Some(at) = held.expires_at.filter(|at| recreated && *at <= now) {
+        format!(
+            "the key's retention (--ttl) ended at {} while COMMAND ran, and since then",
+            output::time(at)
+        )
+    } else if recreated {
         "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import), and since then".to_owned()
     } else if lease_ended {
         format!(
@@ -786,6 +792,11 @@ mod tests {
         let what = lost(&store, &held);
         assert!(what.contains("retention (--ttl) ended"), "{what}");
         assert!(what.contains("the key is free"), "{what}");
+        // Claimed afresh since: still the expiry, not a delete, is what happened.
+        let _other = take_over(&store, "k");
+        let what = lost(&store, &held);
+        assert!(what.contains("retention (--ttl) ended"), "{what}");
+        assert!(what.contains("another run (pid 8 on other"), "{what}");
         store.close().expect("close");
     }
 

@@ -99,7 +99,7 @@ fn a_run_whose_key_was_deleted_and_claimed_again_says_so() {
     let second = env
         .std_cmd()
         .args(["run", "--key", "k", "--"])
-        .args(gated_job("side", "release-1"))
+        .args(gated_job("side", "release-2"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -122,11 +122,12 @@ fn a_run_whose_key_was_deleted_and_claimed_again_says_so() {
     );
     assert!(!stderr.contains("lease ended"), "{stderr}");
     // The second run records its own result, which retries replay.
+    env.touch("release-2");
     let out = second.wait_with_output().expect("the second run ends");
     assert_eq!(out.status.code(), Some(0));
     env.cmd()
         .args(["run", "--key", "k", "--"])
-        .args(gated_job("side", "release-1"))
+        .args(gated_job("side", "release-2"))
         .assert()
         .success()
         .stderr(predicate::str::contains("replaying"));
