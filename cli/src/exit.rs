@@ -153,6 +153,14 @@ pub enum CliError {
     /// A signal ended idemdb before COMMAND started.
     #[error("interrupted by {}; COMMAND did not run", crate::signals::name(*.0))]
     Interrupted(i32),
+    /// A signal ended an operator command part way.
+    #[error("interrupted by {}: {what}", crate::signals::name(*signal))]
+    Stopped {
+        /// The signal.
+        signal: i32,
+        /// What was left undone, for people.
+        what: String,
+    },
     /// COMMAND ran, but writing its result failed: the claim still holds the key, without
     /// a result.
     #[error(
@@ -277,7 +285,7 @@ impl CliError {
                 }
             }
             CliError::Io { .. } => STORE_ERROR,
-            CliError::Interrupted(signal) => {
+            CliError::Interrupted(signal) | CliError::Stopped { signal, .. } => {
                 u8::try_from(128 + (*signal).clamp(1, 127)).unwrap_or(255)
             }
             // Whatever stopped the recording, the key is now in an unfinished state: a
@@ -310,7 +318,9 @@ impl CliError {
             {
                 "not_recorded"
             }
-            _ if matches!(self, CliError::Interrupted(_)) => "interrupted",
+            _ if matches!(self, CliError::Interrupted(_) | CliError::Stopped { .. }) => {
+                "interrupted"
+            }
             _ => "store_error",
         }
     }

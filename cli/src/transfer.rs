@@ -15,29 +15,41 @@ use crate::output::{self, Reporter};
 use crate::progress;
 use crate::records::{EXPORT_VERSION, Header, Line, TRAILER_START, Trailer, UNTRAILED_VERSION};
 use crate::run::text;
+use crate::signals::Interrupts;
 
 /// `idemdb export`.
 pub fn export(global: &Global, args: ExportArgs) -> Result<u8, CliError> {
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
-    let store = open_store(global, Access::Existing, None)?;
+    // Caught, so that an export stopped by Ctrl-C removes its temporary file.
+    let interrupts =
+        Interrupts::install().map_err(|e| CliError::io("catching SIGINT and SIGTERM", e))?;
+    let stopped = |error: CliError| match (error, &args.output) {
+        (CliError::Interrupted(signal), Some(path)) => CliError::Stopped {
+            signal,
+            what: format!("nothing written to {}", path.display()),
+        },
+        (CliError::Interrupted(signal), None) => CliError::Stopped {
+            signal,
+            what: "the export on stdout is incomplete (it has no trailer)".to_owned(),
+        },
+        (other, _) => other,
+    };
+    let store = open_store(global, Access::Existing, Some(&interrupts)).map_err(stopped)?;
+    let to = Sink {
+        json: global.json,
+        interrupts: &interrupts,
+    };
     let written = match &args.output {
         Some(path) => write_through_temporary(path, |sink, name| {
-            write_export(&store, scope.as_deref(), &args, sink, name, global.json)
+            write_export(&store, scope.as_deref(), &args, sink, name, &to)
         }),
         None => {
             let mut sink = BufWriter::new(std::io::stdout().lock());
-            write_export(
-                &store,
-                scope.as_deref(),
-                &args,
-                &mut sink,
-                "stdout",
-                global.json,
-            )
+            write_export(&store, scope.as_deref(), &args, &mut sink, "stdout", &to)
         }
     };
     let closed = store.close();
-    let (records, unreadable) = written?;
+    let (records, unreadable) = written.map_err(stopped)?;
     closed?;
 
     let summary = format!("exported {records} records");
@@ -115,14 +127,22 @@ fn write_through_temporary<T>(
     written
 }
 
+/// How an export is watched while it writes: progress on a terminal, and signals that stop
+/// it.
+struct Sink<'a> {
+    json: bool,
+    interrupts: &'a Interrupts,
+}
+
 fn write_export(
     store: &idemdb::Store,
     scope: Option<&str>,
     args: &ExportArgs,
     sink: &mut dyn Write,
     sink_name: &str,
-    json: bool,
+    watch: &Sink<'_>,
 ) -> Result<(u64, u64), CliError> {
+    let json = watch.json;
     let scan = || {
         if args.include_expired {
             store.scan_including_expired(scope)
@@ -147,6 +167,9 @@ fn write_export(
     writeln!(sink, "{header}").map_err(failed)?;
     let (mut records, mut unreadable) = (0u64, 0u64);
     for entry in scan()? {
+        if let Some(signal) = watch.interrupts.received() {
+            return Err(CliError::Interrupted(signal));
+        }
         let entry = match entry {
             Ok(entry) => entry,
             Err(idemdb::Error::Corrupt { .. }) => {

@@ -173,3 +173,41 @@ fn a_failed_export_leaves_no_partial_file() {
     assert_eq!(out.status.code(), Some(76), "{stderr}");
     assert!(stderr.contains("part.exp"), "{stderr}");
 }
+
+#[test]
+fn an_interrupted_export_leaves_no_file() {
+    let env = Env::new();
+    fill_store(&env.db, 100_000);
+    let partial = |env: &Env| -> Vec<String> {
+        std::fs::read_dir(env.dir.path())
+            .expect("list the directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("out.exp"))
+            .collect()
+    };
+    let mut export = env
+        .std_cmd()
+        .args(["export", "-o", "out.exp"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the export");
+    wait_until("the export to start writing", || !partial(&env).is_empty());
+    signal(export.id(), "INT");
+    let code = wait_exit(&mut export);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = export.stderr.take() {
+        use std::io::Read;
+        pipe.read_to_string(&mut stderr).expect("read stderr");
+    }
+    // Either the signal came in time (130, nothing left) or the export had finished (0,
+    // the whole file); never a partial file under either name.
+    match code {
+        130 => {
+            assert!(partial(&env).is_empty(), "left behind: {:?}", partial(&env));
+            assert!(stderr.contains("nothing written to out.exp"), "{stderr}");
+        }
+        0 => assert_eq!(partial(&env), ["out.exp"]),
+        other => panic!("exit {other}: {stderr}"),
+    }
+}

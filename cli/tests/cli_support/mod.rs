@@ -207,7 +207,11 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 /// Fills the store at `db` with `n` completed records (keys `k000000`…, scope `default`)
 /// through the library, as a store that has served many runs would hold them.
 pub fn fill_store(db: &Path, n: usize) {
-    let store = idemdb::Store::open(db).expect("open the store");
+    // Synced once, at close, as `idemdb import` does.
+    let store = idemdb::Store::builder()
+        .durability(idemdb::Durability::None)
+        .open(db)
+        .expect("open the store");
     for i in 0..n {
         let record = idemdb::Record::new_completed(
             idemdb::Fingerprint::of(b"a command line"),
