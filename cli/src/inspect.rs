@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::args::{Global, KeyArgs, LsArgs, StateFilter};
 use crate::exit::CliError;
 use crate::open::{Access, open_store, store_path};
-use crate::output::{self, Reporter, Table};
+use crate::output::{self, Columns, Reporter};
 use crate::owner::{self, Liveness};
 use crate::progress;
 use crate::records::Line;
@@ -298,12 +298,14 @@ pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
         }
         out.flush()
             .map_err(|e| CliError::io("writing to stdout", e))?;
+    } else if listing.matched == 0 {
+        output::print("no records\n")?;
     } else {
-        let mut table = Table::new(vec![
+        let header = [
             "SCOPE", "KEY", "STATE", "AGE", "EXPIRES", "ATTEMPT", "DETAIL",
-        ]);
-        for r in &listing.rows {
-            table.row(vec![
+        ];
+        let cells = |r: &Row| {
+            vec![
                 r.scope.clone(),
                 r.key.clone(),
                 r.state_text(),
@@ -317,13 +319,19 @@ pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
                 },
                 r.attempt.to_string(),
                 r.detail.clone(),
-            ]);
+            ]
+        };
+        // Measured in one pass, written in another: the listing is never held as text.
+        let columns = Columns::fit(&header, listing.rows.iter().map(cells));
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        let failed = |e| CliError::io("writing to stdout", e);
+        out.write_all(columns.line(&header).as_bytes())
+            .map_err(failed)?;
+        for r in &listing.rows {
+            out.write_all(columns.line(&cells(r)).as_bytes())
+                .map_err(failed)?;
         }
-        if table.len() == 0 && listing.matched == 0 {
-            output::print("no records\n")?;
-        } else {
-            output::print(&table.render())?;
-        }
+        out.flush().map_err(failed)?;
     }
     let shown = listing.rows.len() as u64;
     if listing.matched > shown {
