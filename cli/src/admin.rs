@@ -1,20 +1,47 @@
 //! Changing or maintaining a store: `rm`, `sweep`, `compact` and `check`.
 
-use idemdb::maintenance;
+use idemdb::{RecordState, Store, maintenance};
 use serde_json::json;
 
-use crate::args::{Global, KeyArgs};
+use crate::args::{Global, RmArgs};
 use crate::exit::CliError;
 use crate::open::{Access, open_store, with_file};
-use crate::output;
+use crate::output::{self, Reporter};
+use crate::owner::{self, Liveness};
 use crate::run::text;
 
 /// `idemdb rm`.
-pub fn rm(global: &Global, args: KeyArgs) -> Result<u8, CliError> {
-    let scope = text(args.scope, "scope")?;
-    let key = text(args.key, "key")?;
+pub fn rm(global: &Global, args: RmArgs) -> Result<u8, CliError> {
+    let scope = text(args.key.scope, "scope")?;
+    let key = text(args.key.key, "key")?;
+    let reporter = Reporter {
+        quiet: false,
+        json: global.json,
+    };
     let store = open_store(global, Access::Existing, None)?;
-    let deleted = store.delete(&scope, &key);
+    // One open store holds the file: nothing can claim the key between the look and the
+    // delete.
+    let deleted = (|| -> Result<bool, CliError> {
+        if let Some(holder) = running_holder(&store, &scope, &key)? {
+            if !args.force {
+                return Err(CliError::InUse {
+                    scope: scope.clone(),
+                    key: key.clone(),
+                    owner: holder.owner,
+                    why: holder.why,
+                });
+            }
+            reporter.warn(
+                "deleted_running",
+                &format!(
+                    "key {key:?}: deleting it while its run ({}) {} (--force): that run cannot record its result, and the next run executes COMMAND again",
+                    holder.owner, holder.why
+                ),
+                json!({ "scope": scope, "key": key }),
+            );
+        }
+        Ok(store.delete(&scope, &key)?)
+    })();
     store.close()?;
     if !deleted? {
         return Err(CliError::NotFound(format!(
@@ -27,6 +54,38 @@ pub fn rm(global: &Global, args: KeyArgs) -> Result<u8, CliError> {
         output::print(&format!("deleted key {key:?} in scope {scope:?}\n"))?;
     }
     Ok(0)
+}
+
+/// The run holding a key, when it may still run.
+struct Holder {
+    /// Who, for people.
+    owner: String,
+    /// Why it counts as running, as a phrase.
+    why: String,
+}
+
+/// Who holds (scope, key), if a run holds it that still runs on this host, or that runs
+/// elsewhere with its lease live (its liveness cannot be checked from here).
+fn running_holder(store: &Store, scope: &str, key: &str) -> Result<Option<Holder>, CliError> {
+    let Some(record) = store.get(scope, key)? else {
+        return Ok(None);
+    };
+    let RecordState::InFlight(flight) = record.state() else {
+        return Ok(None);
+    };
+    if flight.abandoned_at().is_some() {
+        return Ok(None);
+    }
+    let owner = owner::describe(flight.owner());
+    let why = match owner::liveness(flight.owner()) {
+        Liveness::Alive => "still runs".to_owned(),
+        Liveness::Unknown if flight.lease_live(store.now()) => format!(
+            "may still run (it cannot be checked from this host, and its lease runs until {})",
+            output::time(flight.lease_until())
+        ),
+        Liveness::Unknown | Liveness::Dead(_) => return Ok(None),
+    };
+    Ok(Some(Holder { owner, why }))
 }
 
 /// `idemdb sweep`.
@@ -45,7 +104,7 @@ pub fn sweep(global: &Global) -> Result<u8, CliError> {
 
 /// `idemdb compact`.
 pub fn compact(global: &Global) -> Result<u8, CliError> {
-    let (path, report) = with_file(global, |path| maintenance::compact(path))?;
+    let (path, report) = with_file(global, "compacting", |path| maintenance::compact(path))?;
     if global.json {
         output::print_json(&json!({
             "path": path.display().to_string(),
@@ -67,7 +126,7 @@ pub fn compact(global: &Global) -> Result<u8, CliError> {
 
 /// `idemdb check`: exit status 0 when the store is sound, 75 when it is not.
 pub fn check(global: &Global) -> Result<u8, CliError> {
-    let (path, report) = with_file(global, |path| maintenance::check(path))?;
+    let (path, report) = with_file(global, "checking", |path| maintenance::check(path))?;
     if global.json {
         let problems: Vec<_> = report
             .problems

@@ -71,11 +71,13 @@ pub enum Command {
     /// Show the record of one key.
     Get(KeyArgs),
     /// List records: stuck ones (abandoned, or in flight with a dead owner) first, then in
-    /// flight, completed and expired, oldest first.
+    /// flight, completed and expired, oldest first; at most 100 unless --limit or --all.
+    /// With --json: one JSON object a line.
     Ls(LsArgs),
-    /// Delete the record of one key, whatever its state (e.g. after a bug, or to let an
-    /// abandoned key run again).
-    Rm(KeyArgs),
+    /// Delete the record of one key (e.g. after a bug, or to let an abandoned key run
+    /// again). A key whose run is still running is not deleted (exit status 78) unless
+    /// --force.
+    Rm(RmArgs),
     /// Counts by state, stored bytes, the oldest in-flight key, file size, sweeping.
     Stats,
     /// Delete every expired record now.
@@ -85,9 +87,11 @@ pub enum Command {
     Compact,
     /// Verify the store: page checksums, every record, the expiry index.
     Check,
-    /// Write records as JSON lines (a header line, then one record a line).
+    /// Write records as JSON lines (a header line, one record a line, then a trailer line
+    /// with the record count).
     Export(ExportArgs),
-    /// Read records from an export (JSON lines).
+    /// Read records from an export (JSON lines); an export without its trailer, or with
+    /// another record count, fails with exit status 73 after what it imported.
     Import(ImportArgs),
 }
 
@@ -210,6 +214,19 @@ pub struct KeyArgs {
     pub scope: OsString,
 }
 
+/// `idemdb rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The key and its scope.
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Delete the record even while the run holding it still runs (that run then cannot
+    /// record its result, and a new run may start COMMAND beside it).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `idemdb ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -230,9 +247,14 @@ pub struct LsArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub newer_than: Option<Duration>,
 
-    /// At most this many records.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    /// Show at most this many records (the first in listing order); stderr says how many
+    /// more there are.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+
+    /// Show every record, however many.
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
 }
 
 /// A state `ls` can filter on.
@@ -262,7 +284,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub include_expired: bool,
 
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout (through a temporary file beside it, renamed
+    /// into place once complete).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -277,6 +300,12 @@ pub struct ImportArgs {
     /// Replace records that exist (by default a live record is kept).
     #[arg(long)]
     pub overwrite: bool,
+
+    /// Accept an export that ends without its trailer line: a format-1 export (written
+    /// before exports had one), or one you know is whole. Without a trailer, an export cut
+    /// short cannot be told from a whole one. A trailer that is there is still checked.
+    #[arg(long)]
+    pub no_trailer: bool,
 }
 
 /// Parses a duration such as `30s`, `15m`, `24h`, `30d` or `1h 30m`.

@@ -1,13 +1,18 @@
 //! Looking inside a store: `get`, `ls` and `stats`.
 
+use std::collections::BinaryHeap;
+use std::io::{BufWriter, Write};
+
 use idemdb::{Record, RecordState, StateKind, Store, Timestamp};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
 use crate::args::{Global, KeyArgs, LsArgs, StateFilter};
 use crate::exit::CliError;
 use crate::open::{Access, open_store, store_path};
-use crate::output::{self, Table};
+use crate::output::{self, Columns, Reporter};
 use crate::owner::{self, Liveness};
+use crate::progress;
 use crate::records::Line;
 use crate::response::RunResult;
 use crate::run::text;
@@ -262,34 +267,45 @@ fn wanted(row: &Row, filters: &[StateFilter]) -> bool {
 /// `idemdb ls`.
 pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
+    let limit = if args.all { None } else { Some(args.limit) };
     let store = open_store(global, Access::Existing, None)?;
-    let listed = list(&store, scope.as_deref(), &args);
+    let bar = progress::bar(global.json, None, "records", "listing");
+    let listed = list(&store, scope.as_deref(), &args, limit, &bar);
+    drop(bar);
     let now = store.now();
     store.close()?;
-    let (rows, unreadable) = listed?;
+    let listing = listed?;
+    let reporter = Reporter {
+        quiet: false,
+        json: global.json,
+    };
     if global.json {
-        let records: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "scope": r.scope,
-                    "key": r.key,
-                    "status": r.kind.as_str(),
-                    "stuck": r.stuck,
-                    "created_at": r.created_at.as_millis(),
-                    "expires_at": r.expires_at.map(Timestamp::as_millis),
-                    "attempt": r.attempt,
-                    "detail": r.detail,
-                })
-            })
-            .collect();
-        output::print_json(&json!({ "records": records, "unreadable": unreadable }))?;
+        // One object a line, written as it goes: a listing of any size takes the memory
+        // of its rows only.
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        for r in &listing.rows {
+            let line = json!({
+                "scope": r.scope,
+                "key": r.key,
+                "status": r.kind.as_str(),
+                "stuck": r.stuck,
+                "created_at": r.created_at.as_millis(),
+                "expires_at": r.expires_at.map(Timestamp::as_millis),
+                "attempt": r.attempt,
+                "detail": r.detail,
+            });
+            writeln!(out, "{line}").map_err(|e| CliError::io("writing to stdout", e))?;
+        }
+        out.flush()
+            .map_err(|e| CliError::io("writing to stdout", e))?;
+    } else if listing.matched == 0 {
+        output::print("no records\n")?;
     } else {
-        let mut table = Table::new(vec![
+        let header = [
             "SCOPE", "KEY", "STATE", "AGE", "EXPIRES", "ATTEMPT", "DETAIL",
-        ]);
-        for r in &rows {
-            table.row(vec![
+        ];
+        let cells = |r: &Row| {
+            vec![
                 r.scope.clone(),
                 r.key.clone(),
                 r.state_text(),
@@ -303,23 +319,95 @@ pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
                 },
                 r.attempt.to_string(),
                 r.detail.clone(),
-            ]);
+            ]
+        };
+        // Measured in one pass, written in another: the listing is never held as text.
+        let columns = Columns::fit(&header, listing.rows.iter().map(cells));
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        let failed = |e| CliError::io("writing to stdout", e);
+        out.write_all(columns.line(&header).as_bytes())
+            .map_err(failed)?;
+        for r in &listing.rows {
+            out.write_all(columns.line(&cells(r)).as_bytes())
+                .map_err(failed)?;
         }
-        if table.len() == 0 {
-            output::print("no records\n")?;
-        } else {
-            output::print(&table.render())?;
-        }
-        if unreadable > 0 {
-            eprintln!(
-                "idemdb: {unreadable} records could not be read (damaged); run `idemdb check`"
-            );
-        }
+        out.flush().map_err(failed)?;
+    }
+    let shown = listing.rows.len() as u64;
+    if listing.matched > shown {
+        reporter.warn(
+            "more",
+            &format!(
+                "{} more records not shown ({shown} of {}; --limit N shows more, --all every one)",
+                listing.matched - shown,
+                listing.matched
+            ),
+            json!({ "shown": shown, "matched": listing.matched }),
+        );
+    }
+    if listing.unreadable > 0 {
+        reporter.warn(
+            "unreadable",
+            &format!(
+                "{} records could not be read (damaged); run `idemdb check`",
+                listing.unreadable
+            ),
+            json!({ "unreadable": listing.unreadable }),
+        );
     }
     Ok(0)
 }
 
-fn list(store: &Store, scope: Option<&str>, args: &LsArgs) -> Result<(Vec<Row>, u64), CliError> {
+/// What `ls` found.
+struct Listing {
+    /// The rows to show, in order.
+    rows: Vec<Row>,
+    /// How many records matched the filters (more than the rows when the limit cut).
+    matched: u64,
+    /// Records that could not be read.
+    unreadable: u64,
+}
+
+/// A row ordered as `ls` lists: stuck first, then in flight, completed and expired,
+/// oldest first.
+struct Ranked(Row);
+
+impl Ranked {
+    fn order(&self) -> (u8, Timestamp, &str, &str) {
+        let r = &self.0;
+        (r.rank(), r.created_at, &r.scope, &r.key)
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// The first `limit` matching rows in listing order (every row when `None`), keeping no
+/// more than that many in memory.
+fn list(
+    store: &Store,
+    scope: Option<&str>,
+    args: &LsArgs,
+    limit: Option<usize>,
+    bar: &ProgressBar,
+) -> Result<Listing, CliError> {
     let now = store.now();
     let include_expired = args.state.contains(&StateFilter::Expired);
     let scan = if include_expired {
@@ -327,9 +415,13 @@ fn list(store: &Store, scope: Option<&str>, args: &LsArgs) -> Result<(Vec<Row>, 
     } else {
         store.scan(scope)?
     };
-    let mut rows = Vec::new();
+    // A max-heap of the best rows so far: the worst of them is dropped when a better
+    // one arrives.
+    let mut best: BinaryHeap<Ranked> = BinaryHeap::new();
+    let mut matched = 0;
     let mut unreadable = 0;
     for entry in scan {
+        bar.inc(1);
         let entry = match entry {
             Ok(entry) => entry,
             Err(idemdb::Error::Corrupt { .. }) => {
@@ -345,17 +437,21 @@ fn list(store: &Store, scope: Option<&str>, args: &LsArgs) -> Result<(Vec<Row>, 
             continue;
         }
         let row = row_of(entry.scope, entry.key, &entry.record, now);
-        if wanted(&row, &args.state) {
-            rows.push(row);
+        if !wanted(&row, &args.state) {
+            continue;
+        }
+        matched += 1;
+        best.push(Ranked(row));
+        if limit.is_some_and(|limit| best.len() > limit) {
+            best.pop();
         }
     }
-    rows.sort_by(|a, b| {
-        (a.rank(), a.created_at, &a.scope, &a.key).cmp(&(b.rank(), b.created_at, &b.scope, &b.key))
-    });
-    if let Some(limit) = args.limit {
-        rows.truncate(limit);
-    }
-    Ok((rows, unreadable))
+    let rows = best.into_sorted_vec().into_iter().map(|r| r.0).collect();
+    Ok(Listing {
+        rows,
+        matched,
+        unreadable,
+    })
 }
 
 /// What `stats` counts.
@@ -376,7 +472,9 @@ struct Counts {
 pub fn stats(global: &Global) -> Result<u8, CliError> {
     let (path, _) = store_path(global)?;
     let store = open_store(global, Access::Existing, None)?;
-    let counted = count(&store);
+    let bar = progress::bar(global.json, None, "records", "counting");
+    let counted = count(&store, &bar);
+    drop(bar);
     let now = store.now();
     let journal = store.files().map(|files| files.journal);
     store.close()?;
@@ -481,10 +579,11 @@ pub fn stats(global: &Global) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn count(store: &Store) -> Result<Counts, CliError> {
+fn count(store: &Store, bar: &ProgressBar) -> Result<Counts, CliError> {
     let now = store.now();
     let mut c = Counts::default();
     for entry in store.scan_including_expired(None)? {
+        bar.inc(1);
         let entry = match entry {
             Ok(entry) => entry,
             Err(idemdb::Error::Corrupt { .. }) => {

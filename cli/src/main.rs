@@ -15,6 +15,7 @@ mod inspect;
 mod open;
 mod output;
 mod owner;
+mod progress;
 mod records;
 mod response;
 mod run;
@@ -44,17 +45,18 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
+    let store = open::store_path(&cli.global).ok().map(|(path, _)| path);
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`idemdb ls | head -1`) has what it wanted: the command
+        // ends quietly and successfully, as a filter does.
+        Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
-            // A reader that went away (`idemdb ls | head`) needs no message.
-            let broken_pipe = matches!(
-                &error,
-                CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe
-            );
-            if !broken_pipe {
-                output::report_error(json, &error);
-            }
+            let error = match &store {
+                Some(path) => error.naming_store(path),
+                None => error,
+            };
+            output::report_error(json, &error);
             ExitCode::from(error.code())
         }
     }

@@ -7,6 +7,8 @@ use idemdb::{Durability, Store};
 
 use crate::args::Global;
 use crate::exit::CliError;
+use crate::output;
+use crate::progress::{self, Progress};
 use crate::signals::Interrupts;
 
 /// The file name of the default store, inside the state directory.
@@ -70,6 +72,7 @@ pub fn open_store(
     }
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    let mut waiting = None;
     loop {
         match builder(access).open(&path) {
             Ok(store) => return Ok(store),
@@ -78,6 +81,7 @@ pub fn open_store(
                 if waited >= global.lock_wait {
                     return Err(CliError::Locked { path, waited });
                 }
+                waiting.get_or_insert_with(|| waiting_spinner(global, &path));
                 let pause = backoff.next().min(global.lock_wait - waited);
                 sleep_unless_interrupted(pause, interrupts)?;
             }
@@ -89,13 +93,17 @@ pub fn open_store(
 
 /// Runs an offline maintenance step on the store file (which needs the file to itself),
 /// retrying like [`open_store`] while another process holds it.
+/// `doing` names the step for the progress shown on a terminal (e.g. `checking`).
 pub fn with_file<T>(
     global: &Global,
+    doing: &str,
     step: impl Fn(&Path) -> idemdb::Result<T>,
 ) -> Result<(PathBuf, T), CliError> {
     let (path, _) = store_path(global)?;
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    let working = format!("{doing} {}", path.display());
+    let spinner = progress::spinner(global.json, &working);
     loop {
         match step(&path) {
             Ok(value) => return Ok((path, value)),
@@ -104,12 +112,27 @@ pub fn with_file<T>(
                 if waited >= global.lock_wait {
                     return Err(CliError::Locked { path, waited });
                 }
+                spinner.set_message(waiting_message(global, &path));
                 std::thread::sleep(backoff.next().min(global.lock_wait - waited));
+                spinner.set_message(working.clone());
             }
             Err(idemdb::Error::Missing { path }) => return Err(missing(&path)),
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+fn waiting_message(global: &Global, path: &Path) -> String {
+    format!(
+        "waiting for {}: another process holds it (giving up after {})",
+        path.display(),
+        output::span(global.lock_wait)
+    )
+}
+
+/// A spinner saying what this process waits for, on a terminal.
+fn waiting_spinner(global: &Global, path: &Path) -> Progress {
+    progress::spinner(global.json, &waiting_message(global, path))
 }
 
 fn missing(path: &Path) -> CliError {

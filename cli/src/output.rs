@@ -74,57 +74,41 @@ pub fn print_json(value: &Value) -> Result<(), CliError> {
     print(&format!("{value}\n"))
 }
 
-/// A table of text, printed with aligned columns.
-pub struct Table {
-    header: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+/// Columns of text, each as wide as its widest cell, so a table can be measured in one
+/// pass over its rows and written line by line in another (no copy of the whole table).
+pub struct Columns {
+    widths: Vec<usize>,
 }
 
-impl Table {
-    /// A table with these column names.
-    pub fn new(header: Vec<&'static str>) -> Table {
-        Table {
-            header,
-            rows: Vec::new(),
-        }
-    }
-
-    /// Adds a row (one cell a column).
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    /// The rows so far.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// The table as text, one line a row, with a trailing newline.
-    pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+impl Columns {
+    /// Columns wide enough for the header and every row.
+    pub fn fit<R: AsRef<str>>(header: &[&str], rows: impl Iterator<Item = Vec<R>>) -> Columns {
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in rows {
             for (i, cell) in row.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
-                    *w = (*w).max(cell.chars().count());
+                    *w = (*w).max(cell.as_ref().chars().count());
                 }
             }
         }
-        let mut out = String::new();
-        let header: Vec<String> = self.header.iter().map(|h| (*h).to_owned()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                if i + 1 == row.len() {
-                    line.push_str(cell);
-                } else {
-                    let pad = widths.get(i).copied().unwrap_or(0);
-                    line.push_str(&format!("{cell:<pad$}  "));
-                }
+        Columns { widths }
+    }
+
+    /// One line of the table, with its newline; the last cell is not padded.
+    pub fn line<R: AsRef<str>>(&self, cells: &[R]) -> String {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let cell = cell.as_ref();
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                let pad = self.widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:<pad$}  "));
             }
-            out.push_str(line.trim_end());
-            out.push('\n');
         }
-        out
+        let mut line = line.trim_end().to_owned();
+        line.push('\n');
+        line
     }
 }
 
@@ -169,15 +153,18 @@ impl Reporter {
 /// Reports an error on stderr: `idemdb: error: …`, or with `--json` a JSON object.
 pub fn report_error(json: bool, error: &CliError) {
     let line = if json {
-        format!(
-            "{}\n",
-            json!({
-                "idemdb": "error",
-                "kind": error.kind(),
-                "exit_code": error.code(),
-                "message": error.to_string(),
-            })
-        )
+        let mut object = json!({
+            "idemdb": "error",
+            "kind": error.kind(),
+            "exit_code": error.code(),
+            "message": error.to_string(),
+        });
+        if let (Some(target), Some(Value::Object(extra))) =
+            (object.as_object_mut(), error.json_fields())
+        {
+            target.extend(extra);
+        }
+        format!("{object}\n")
     } else {
         format!("idemdb: error: {error}\n")
     };
@@ -204,10 +191,10 @@ mod tests {
     }
 
     #[test]
-    fn tables_align_columns() {
-        let mut t = Table::new(vec!["A", "LONGER"]);
-        t.row(vec!["wide cell".to_owned(), "x".to_owned()]);
-        assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
-        assert_eq!(t.len(), 1);
+    fn columns_align_to_the_widest_cell() {
+        let rows = [vec!["wide cell", "x"]];
+        let columns = Columns::fit(&["A", "LONGER"], rows.iter().cloned());
+        assert_eq!(columns.line(&["A", "LONGER"]), "A          LONGER\n");
+        assert_eq!(columns.line(&rows[0]), "wide cell  x\n");
     }
 }

@@ -1,13 +1,18 @@
 //! Records as JSON: the line format of `export` and `import` (also the core of `get
 //! --json`), and a record's details for people.
 //!
-//! An export is a header line, then one record a line:
+//! An export is a header line, then one record a line, then a trailer line with the
+//! number of records, so that an export cut short (or with lines added or lost) is told
+//! from a whole one:
 //!
 //! ```text
-//! {"idemdb_export":1,"exported_at":1763884800000}
+//! {"idemdb_export":2,"exported_at":1763884800000}
 //! {"scope":"default","key":"k1","state":"completed","fingerprint":"<64 hex>","created_at":1763884700000,"expires_at":1763971100000,"attempt":1,"completed_at":1763884701000,"response_base64":"SURNUgEA…"}
 //! {"scope":"default","key":"k2","state":"in_flight","fingerprint":"<64 hex>","created_at":1763884790000,"expires_at":null,"attempt":2,"claim":"<32 hex>","lease_until":1763888390000,"abandoned_at":null,"owner_base64":"aWRlbWRi…"}
+//! {"idemdb_export_end":true,"records":2}
 //! ```
+//!
+//! Format 1 was the same without the trailer.
 //!
 //! Instants are milliseconds since the Unix epoch; `expires_at` is null for a record kept
 //! forever. Responses and owner tags are standard base64 (with padding), so any bytes
@@ -18,8 +23,25 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use idemdb::{ClaimId, Fingerprint, Record, RecordState, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// The format version an export header carries.
-pub const EXPORT_VERSION: u32 = 1;
+/// The format version an export header carries: 2, with a trailer line.
+pub const EXPORT_VERSION: u32 = 2;
+
+/// The format version of exports without a trailer, which `import` reads only when told
+/// to (`--no-trailer`).
+pub const UNTRAILED_VERSION: u32 = 1;
+
+/// How a trailer line starts, as written: the field that tells it from a record.
+pub const TRAILER_START: &str = "{\"idemdb_export_end\"";
+
+/// The last line of an export.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trailer {
+    /// Always true: marks the line as the end.
+    pub idemdb_export_end: bool,
+    /// How many record lines come before it.
+    pub records: u64,
+}
 
 /// The first line of an export.
 #[derive(Debug, Serialize, Deserialize)]

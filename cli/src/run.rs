@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use idemdb::{
-    Begin, BeginOptions, ClaimTicket, Fingerprint, KeyPolicy, MAX_RESPONSE_LIMIT, RecordState,
-    RecoveryPolicy, Replay, Store, validate_scope,
+    Begin, BeginOptions, Claim, ClaimLostReason, ClaimTicket, Fingerprint, KeyPolicy,
+    MAX_RESPONSE_LIMIT, RecordState, RecoveryPolicy, Replay, Store, Timestamp, validate_scope,
 };
 use serde_json::json;
 
@@ -43,7 +43,7 @@ const _: () = assert!(DEFAULT_RESPONSE_LIMIT <= MAX_RESPONSE_LIMIT);
 enum Step {
     /// This run holds the key now.
     Execute {
-        ticket: ClaimTicket,
+        held: Held,
         attempt: u32,
         /// Who held it before, when taking over an abandoned claim.
         previous: Option<Option<Vec<u8>>>,
@@ -78,7 +78,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, CliError> {
     let interrupts =
         Interrupts::install().map_err(|e| CliError::io("catching SIGINT and SIGTERM", e))?;
 
-    let ticket = match wait_for_claim(
+    let held = match wait_for_claim(
         global,
         &args,
         &scope,
@@ -88,15 +88,44 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, CliError> {
         &interrupts,
         &reporter,
     )? {
-        Claimed::Ticket(ticket) => ticket,
+        Claimed::Ticket(held) => held,
         Claimed::Replayed(code) => return Ok(code),
     };
-    execute(global, &args, ticket, &interrupts, &reporter)
+    execute(global, &args, held, &interrupts, &reporter)
 }
 
 enum Claimed {
-    Ticket(ClaimTicket),
+    Ticket(Held),
     Replayed(u8),
+}
+
+/// The claim this run holds, detached while COMMAND runs, with what it was when taken, so
+/// that a run that finds it gone can tell what happened to the key.
+pub struct Held {
+    ticket: ClaimTicket,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    lease_until: Timestamp,
+    attempt: u32,
+}
+
+impl Held {
+    /// Lets go of a claim for the time COMMAND runs, keeping what it was.
+    fn detach(claim: Claim) -> Held {
+        let (created_at, expires_at, lease_until, attempt) = (
+            claim.created_at(),
+            claim.expires_at(),
+            claim.lease_until(),
+            claim.attempt(),
+        );
+        Held {
+            ticket: claim.detach(),
+            created_at,
+            expires_at,
+            lease_until,
+            attempt,
+        }
+    }
 }
 
 /// Looks at the key until this run holds it, or it has a result to replay, or waiting ends.
@@ -131,7 +160,7 @@ fn wait_for_claim(
         closed?;
         match step {
             Step::Execute {
-                ticket,
+                held,
                 attempt,
                 previous,
             } => {
@@ -145,7 +174,7 @@ fn wait_for_claim(
                         json!({ "scope": scope, "key": key, "attempt": attempt }),
                     );
                 }
-                return Ok(Claimed::Ticket(ticket));
+                return Ok(Claimed::Ticket(held));
             }
             Step::Replay(replay) => {
                 return replay_result(&replay, scope, key, reporter).map(Claimed::Replayed);
@@ -247,7 +276,7 @@ fn claim_step(
             let attempt = claim.attempt();
             let previous = claim.recovery().map(|r| r.previous_owner.clone());
             Step::Execute {
-                ticket: claim.detach(),
+                held: Held::detach(claim),
                 attempt,
                 previous,
             }
@@ -284,32 +313,20 @@ fn claim_step(
 fn execute(
     global: &Global,
     args: &RunArgs,
-    ticket: ClaimTicket,
+    held: Held,
     interrupts: &Interrupts,
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
     if let Some(signal) = interrupts.received() {
         // COMMAND has not started: the key may be freed.
-        if let Err(e) = finish(global, &ticket, Finish::Release) {
-            reporter.warn(
-                "not_released",
-                &format!("could not free key {:?}: {e}", ticket.key),
-                json!({}),
-            );
-        }
+        free_unstarted(global, &held, reporter);
         return Err(CliError::Interrupted(signal));
     }
     let ran = match capture::run(&args.command, OUTPUT_BUDGET, interrupts) {
         Ok(ran) => ran,
         Err(source) => {
             // Nothing ran: free the key so a corrected setup can run it.
-            if let Err(e) = finish(global, &ticket, Finish::Release) {
-                reporter.warn(
-                    "not_released",
-                    &format!("could not free key {:?}: {e}", ticket.key),
-                    json!({}),
-                );
-            }
+            free_unstarted(global, &held, reporter);
             return Err(CliError::Spawn {
                 program: args
                     .command
@@ -333,24 +350,31 @@ fn execute(
             json!({}),
         );
     }
+    let ticket = &held.ticket;
     let key = &ticket.key;
     let code = result.status.exit_code();
+    let status = result.status.to_string();
 
     if let Some(signal) = interrupts.forwarded() {
         // COMMAND was interrupted: whether it did its work is unknown. The key is never
         // freed; abandoned, the next run follows --on-abandoned.
-        let outcome = match finish(global, &ticket, Finish::Abandon) {
-            Ok(()) => "left abandoned".to_owned(),
-            Err(e) => {
-                format!("left in flight ({e}); it counts as abandoned once this process has exited")
-            }
+        let outcome = match finish(global, &held, Finish::Abandon) {
+            Ok(Ended::Written) => "left abandoned: the next run follows --on-abandoned".to_owned(),
+            Ok(Ended::WrittenNotClosed(e)) => format!(
+                "left abandoned (but closing the store failed afterwards: {}): the next run follows --on-abandoned",
+                naming_store(global, e)
+            ),
+            Ok(Ended::Lost(what)) => format!("no longer held by this run: {what}"),
+            Err(e) => format!(
+                "left in flight ({}); the next run finds it abandoned and follows --on-abandoned",
+                naming_store(global, e)
+            ),
         };
         reporter.warn(
             "interrupted",
             &format!(
-                "interrupted by {}: forwarded to COMMAND ({}); key {key:?} {outcome}: the next run follows --on-abandoned",
+                "interrupted by {}: forwarded to COMMAND ({status}); key {key:?} {outcome}",
                 signals::name(signal),
-                result.status
             ),
             json!({ "scope": ticket.scope, "key": key, "signal": signal }),
         );
@@ -358,35 +382,95 @@ fn execute(
     }
 
     if !result.status.success() && args.on_failure == OnFailure::Release {
-        finish(global, &ticket, Finish::Release).map_err(|e| CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
-        })?;
-        reporter.note(
-            "released",
-            &format!(
-                "COMMAND failed ({}); key {key:?} released (--on-failure release): the next run executes it again",
-                result.status
+        let fields = json!({ "scope": ticket.scope, "key": key, "exit_code": code });
+        match finish(global, &held, Finish::Release) {
+            Ok(Ended::Written) => reporter.note(
+                "released",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} released (--on-failure release): the next run executes it again"
+                ),
+                fields,
             ),
-            json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
-        );
+            Ok(Ended::WrittenNotClosed(e)) => reporter.warn(
+                "not_closed",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} released (--on-failure release), but closing the store failed afterwards: {}",
+                    naming_store(global, e)
+                ),
+                fields,
+            ),
+            Ok(Ended::Lost(what)) => reporter.warn(
+                "claim_lost",
+                &format!(
+                    "COMMAND failed ({status}); key {key:?} was not released by this run: {what}"
+                ),
+                fields,
+            ),
+            Err(e) => {
+                return Err(CliError::NotRecorded {
+                    status,
+                    source: Box::new(e),
+                });
+            }
+        }
         return Ok(code);
     }
 
-    finish(global, &ticket, Finish::Complete(result.encode())).map_err(|e| {
-        CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
+    match finish(global, &held, Finish::Complete(result.encode())) {
+        Ok(Ended::Written) => {}
+        // The result is durable in the journal: the run succeeded, the store's
+        // housekeeping did not.
+        Ok(Ended::WrittenNotClosed(e)) => reporter.warn(
+            "not_closed",
+            &format!(
+                "key {key:?}: COMMAND's result ({status}) is recorded, in the store's journal, but closing the store failed afterwards: {}; the next command that opens the store folds the journal in",
+                naming_store(global, e)
+            ),
+            json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
+        ),
+        Ok(Ended::Lost(what)) => return Err(CliError::ClaimLost { status, what }),
+        Err(e) => {
+            return Err(CliError::NotRecorded {
+                status,
+                source: Box::new(e),
+            });
         }
-    })?;
+    }
     if reporter.json {
         reporter.note(
             "recorded",
-            &format!("key {key:?}: recorded COMMAND's result ({})", result.status),
+            &format!("key {key:?}: recorded COMMAND's result ({status})"),
             json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
         );
     }
     Ok(code)
+}
+
+/// Frees a key whose COMMAND never started; a failure is only worth a warning.
+fn free_unstarted(global: &Global, held: &Held, reporter: &Reporter) {
+    let key = &held.ticket.key;
+    let problem = match finish(global, held, Finish::Release) {
+        Ok(Ended::Written) => return,
+        Ok(Ended::WrittenNotClosed(e)) => format!(
+            "key {key:?} freed, but closing the store failed afterwards: {}",
+            naming_store(global, e)
+        ),
+        Ok(Ended::Lost(what)) => format!("key {key:?} not freed by this run: {what}"),
+        Err(e) => format!(
+            "could not free key {key:?}: {}; the next run finds it abandoned and follows --on-abandoned",
+            naming_store(global, e)
+        ),
+    };
+    reporter.warn("not_released", &problem, json!({}));
+}
+
+/// An error naming the store file, for a warning (errors that end the command are named in
+/// `main`).
+fn naming_store(global: &Global, error: CliError) -> CliError {
+    match crate::open::store_path(global) {
+        Ok((path, _)) => error.naming_store(&path),
+        Err(_) => error,
+    }
 }
 
 /// How a claim ends.
@@ -396,27 +480,117 @@ enum Finish {
     Abandon,
 }
 
+/// How ending a claim went, when its change was not refused by a store failure.
+enum Ended {
+    /// Written, and the store closed cleanly.
+    Written,
+    /// Written (durable in the journal), but closing the store failed afterwards.
+    WrittenNotClosed(CliError),
+    /// The claim no longer held the key; what happened to the key instead, for people.
+    Lost(String),
+}
+
 /// Opens the store, takes the claim back, ends it, and closes the store. Signals do not
-/// interrupt this: the claim's end must be written.
-fn finish(global: &Global, ticket: &ClaimTicket, how: Finish) -> Result<(), CliError> {
+/// interrupt this: the claim's end must be written. The error is a failure to open the
+/// store or to write the change.
+fn finish(global: &Global, held: &Held, how: Finish) -> Result<Ended, CliError> {
     let store = open_store(global, Access::Create, None)?;
-    let ended = (|| -> Result<(), CliError> {
-        let claim = store.resume(ticket)?;
-        match how {
-            Finish::Complete(response) => {
-                claim.complete(response).map_err(|e| e.error)?;
-                // Keep the file from growing with expired records; the result is recorded
-                // already, so a failed sweep is only a missed chance.
-                let _ = store.sweep_now();
-            }
-            Finish::Release => claim.release()?,
-            Finish::Abandon => claim.abandon()?,
-        }
-        Ok(())
-    })();
+    finish_on(store, held, how)
+}
+
+/// Ends the claim on an open store, then closes it: a failure to close after the change
+/// was written is told apart from a failure to write it.
+fn finish_on(store: Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
+    let ended = end_claim(&store, held, how);
     let closed = store.close();
-    ended?;
-    closed.map_err(CliError::from)
+    match (ended, closed) {
+        (Ok(Ended::Written), Err(e)) => Ok(Ended::WrittenNotClosed(e.into())),
+        (ended, _) => ended,
+    }
+}
+
+fn end_claim(store: &Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
+    let claim = match store.resume(&held.ticket) {
+        Ok(claim) => claim,
+        Err(idemdb::Error::ClaimLost(reason)) => {
+            return Ok(Ended::Lost(what_happened(store, held, reason)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let written = match how {
+        // On failure the claim comes back in the error and is abandoned when dropped.
+        Finish::Complete(response) => claim.complete(response).map_err(|e| e.error).map(|_| {
+            // Keep the file from growing with expired records; the result is recorded
+            // already, so a failed sweep is only a missed chance.
+            let _ = store.sweep_now();
+        }),
+        Finish::Release => claim.release(),
+        Finish::Abandon => claim.abandon(),
+    };
+    match written {
+        Ok(()) => Ok(Ended::Written),
+        Err(idemdb::Error::ClaimLost(reason)) => {
+            Ok(Ended::Lost(what_happened(store, held, reason)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What became of a key whose claim this run lost while COMMAND ran, told from the record
+/// the key holds now.
+fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String {
+    let now = store.now();
+    let current = store
+        .get(&held.ticket.scope, &held.ticket.key)
+        .ok()
+        .flatten();
+    let lease_ended = held.lease_until <= now;
+    let Some(record) = current.filter(|_| reason != ClaimLostReason::Missing) else {
+        return match held.expires_at {
+            Some(at) if at <= now => format!(
+                "the key's retention (--ttl) ended at {} while COMMAND ran, and its record expired; the key is free: the next run executes COMMAND again",
+                output::time(at)
+            ),
+            _ => "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import); the key is free: the next run executes COMMAND again".to_owned(),
+        };
+    };
+    // A record created after this claim, or one that is not at a later attempt, is a new
+    // one: this claim's record was deleted first. A take-over keeps the record's creation
+    // time and counts one attempt more.
+    let recreated = record.created_at() != held.created_at || record.attempt() <= held.attempt;
+    let how_lost = if let Some(at) = held.expires_at.filter(|at| recreated && *at <= now) {
+        format!(
+            "the key's retention (--ttl) ended at {} while COMMAND ran, and since then",
+            output::time(at)
+        )
+    } else if recreated {
+        "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import), and since then".to_owned()
+    } else if lease_ended {
+        format!(
+            "this run's lease (--lease) ended at {} while COMMAND ran, and since then",
+            output::time(held.lease_until)
+        )
+    } else {
+        format!(
+            "this run's claim (attempt {}) was declared abandoned or replaced while COMMAND ran, and since then",
+            held.attempt
+        )
+    };
+    match record.state() {
+        RecordState::InFlight(flight) => format!(
+            "{how_lost} another run ({}, attempt {}) has claimed the key; that run's result is the one that counts",
+            owner::describe(flight.owner()),
+            record.attempt()
+        ),
+        RecordState::Completed(completed) => format!(
+            "{how_lost} another run has recorded its result ({}, at {}); retries replay that result",
+            RunResult::decode(completed.response()).map_or_else(
+                |_| "a response not written by `idemdb run`".to_owned(),
+                |r| r.status.to_string()
+            ),
+            output::time(completed.completed_at())
+        ),
+    }
 }
 
 /// Writes a recorded result as COMMAND wrote it, and returns its exit status.
@@ -447,16 +621,25 @@ fn replay_result(
         }),
     );
     warn_if_cut(&result, reporter, "replayed");
+    // A reader that went away does not change the outcome: the replay exits with the
+    // recorded status, as COMMAND would have.
+    let quiet_if_gone = |e: std::io::Error, what: &str| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(CliError::io(format!("writing the recorded {what}"), e))
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&result.stdout.bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| CliError::io("writing the recorded stdout", e))?;
+        .or_else(|e| quiet_if_gone(e, "stdout"))?;
     let mut stderr = std::io::stderr().lock();
     stderr
         .write_all(&result.stderr.bytes)
         .and_then(|()| stderr.flush())
-        .map_err(|e| CliError::io("writing the recorded stderr", e))?;
+        .or_else(|e| quiet_if_gone(e, "stderr"))?;
     Ok(result.status.exit_code())
 }
 
@@ -526,6 +709,161 @@ mod tests {
 
     fn words(ws: &[&str]) -> Vec<OsString> {
         ws.iter().map(OsString::from).collect()
+    }
+
+    /// A store on a clock the test moves, and a claim on `key` held by a run on another
+    /// host (whose liveness cannot be checked), detached as `idemdb run` detaches it.
+    fn held_elsewhere(key: &str) -> (tempfile::TempDir, Store, idemdb::ManualClock, Held) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = idemdb::ManualClock::new(Timestamp::from_millis(1_000_000));
+        let store = Store::builder()
+            .clock(clock.clone())
+            .sweep_interval(None)
+            .open(dir.path().join("s.idemdb"))
+            .expect("open");
+        let options = BeginOptions::new()
+            .lease(Duration::from_secs(60))
+            .retention(Duration::from_secs(3_600))
+            .no_wait()
+            .recovery(RecoveryPolicy::TakeOver)
+            .owner(b"idemdb-run/1 host=elsewhere pid=7".to_vec());
+        let Begin::Execute(claim) = store
+            .begin_with("default", key, fingerprint(), &options)
+            .expect("begin")
+        else {
+            panic!("a fresh key executes");
+        };
+        (dir, store, clock, Held::detach(claim))
+    }
+
+    fn fingerprint() -> Fingerprint {
+        command_fingerprint(&words(&["true"]))
+    }
+
+    fn take_over(store: &Store, key: &str) -> Claim {
+        let options = BeginOptions::new()
+            .no_wait()
+            .recovery(RecoveryPolicy::TakeOver)
+            .owner(b"idemdb-run/1 host=other pid=8".to_vec());
+        match store
+            .begin_with("default", key, fingerprint(), &options)
+            .expect("begin")
+        {
+            Begin::Execute(claim) => claim,
+            _ => panic!("the key is taken over"),
+        }
+    }
+
+    fn lost(store: &Store, held: &Held) -> String {
+        match end_claim(store, held, Finish::Complete(b"result".to_vec())) {
+            Ok(Ended::Lost(what)) => what,
+            Ok(Ended::Written | Ended::WrittenNotClosed(_)) => panic!("the claim was lost"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_taken_over_after_its_lease_says_so() {
+        let (_dir, store, clock, held) = held_elsewhere("k");
+        clock.advance(Duration::from_secs(61));
+        let other = take_over(&store, "k");
+        let what = lost(&store, &held);
+        assert!(what.contains("lease (--lease) ended"), "{what}");
+        assert!(
+            what.contains("another run (pid 8 on other, attempt 2) has claimed the key"),
+            "{what}"
+        );
+        assert!(!what.contains("deleted"), "{what}");
+        // Once the other run has recorded its result, that is what is said.
+        other.complete(b"theirs").expect("complete");
+        let what = lost(&store, &held);
+        assert!(
+            what.contains("another run has recorded its result"),
+            "{what}"
+        );
+        store.close().expect("close");
+    }
+
+    #[test]
+    fn a_claim_whose_record_expired_says_so() {
+        let (_dir, store, clock, held) = held_elsewhere("k");
+        clock.advance(Duration::from_secs(3_601));
+        store.sweep_now().expect("sweep");
+        let what = lost(&store, &held);
+        assert!(what.contains("retention (--ttl) ended"), "{what}");
+        assert!(what.contains("the key is free"), "{what}");
+        // Claimed afresh since: still the expiry, not a delete, is what happened.
+        let _other = take_over(&store, "k");
+        let what = lost(&store, &held);
+        assert!(what.contains("retention (--ttl) ended"), "{what}");
+        assert!(what.contains("another run (pid 8 on other"), "{what}");
+        store.close().expect("close");
+    }
+
+    #[test]
+    fn a_claim_whose_record_was_deleted_and_completed_again_says_so() {
+        let (_dir, store, _clock, held) = held_elsewhere("k");
+        assert!(store.delete("default", "k").expect("delete"));
+        let other = take_over(&store, "k");
+        other.complete(b"theirs").expect("complete");
+        let what = lost(&store, &held);
+        assert!(
+            what.contains("record was deleted while COMMAND ran"),
+            "{what}"
+        );
+        assert!(
+            what.contains("another run has recorded its result"),
+            "{what}"
+        );
+        store.close().expect("close");
+    }
+
+    /// Whatever fails while a result is recorded, what the run then says matches what a
+    /// restart finds: "recorded" (also when only closing failed) means the result is
+    /// durable, and a failure to record means it is not there.
+    #[test]
+    fn what_a_run_says_after_a_failing_disk_matches_what_survives() {
+        use idemdb::testing::{CrashMode, Persistence, SimStorage};
+        let builder = || Store::builder().sweep_interval(None);
+        let mut seen = (0, 0, 0);
+        for n in 1..=40 {
+            let sim = SimStorage::new();
+            let store = sim.open(builder()).expect("open");
+            let options = BeginOptions::new().no_wait();
+            let Begin::Execute(claim) = store
+                .begin_with("default", "k", fingerprint(), &options)
+                .expect("begin")
+            else {
+                panic!("a fresh key executes");
+            };
+            let held = Held::detach(claim);
+            sim.fail_after(n, Persistence::Forever);
+            let outcome = finish_on(store, &held, Finish::Complete(b"result".to_vec()));
+            sim.power_cut(CrashMode::Durable);
+            let reopened = sim.open(builder()).expect("reopen");
+            let record = reopened.get("default", "k").expect("get");
+            let completed = record
+                .as_ref()
+                .and_then(idemdb::Record::response)
+                .is_some_and(|r| r == b"result");
+            match outcome {
+                Ok(Ended::Written) => {
+                    assert!(completed, "n={n}: said recorded, but {record:?}");
+                    seen.0 += 1;
+                }
+                Ok(Ended::WrittenNotClosed(e)) => {
+                    assert!(completed, "n={n}: said recorded ({e}), but {record:?}");
+                    seen.1 += 1;
+                }
+                Ok(Ended::Lost(what)) => panic!("n={n}: the claim was not lost: {what}"),
+                Err(e) => {
+                    assert!(!completed, "n={n}: said not recorded ({e}), but it is");
+                    seen.2 += 1;
+                }
+            }
+            reopened.close().expect("close");
+        }
+        assert!(seen.1 > 0 && seen.2 > 0, "{seen:?}");
     }
 
     #[test]

@@ -38,8 +38,7 @@ fn kill_hard(env: &Env, key: &str) {
         .args(["--json", "ls", "--state", "stuck"])
         .output()
         .expect("ls");
-    let records = json(&listed.stdout);
-    let records = records["records"].as_array().expect("records");
+    let records = json_lines(&listed.stdout);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["key"], key);
 }

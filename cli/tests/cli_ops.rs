@@ -20,7 +20,7 @@ fn now_ms() -> u64 {
 /// a live claim of another host, and a record that expired an hour ago.
 fn crafted_export() -> String {
     let now = now_ms();
-    let header = json!({ "idemdb_export": 1, "exported_at": now });
+    let header = json!({ "idemdb_export": 2, "exported_at": now });
     let abandoned = json!({
         "scope": "jobs", "key": "stuck-1", "state": "in_flight",
         "fingerprint": "ab".repeat(32), "created_at": now - 7_200_000,
@@ -42,14 +42,12 @@ fn crafted_export() -> String {
         "expires_at": now - 3_600_000, "attempt": 1,
         "completed_at": now - 7_100_000, "response_base64": "AAEC/w==",
     });
-    format!("{header}\n{abandoned}\n{elsewhere}\n{expired}\n")
+    let trailer = json!({ "idemdb_export_end": true, "records": 3 });
+    format!("{header}\n{abandoned}\n{elsewhere}\n{expired}\n{trailer}\n")
 }
 
 fn records(stdout: &[u8]) -> Vec<Value> {
-    json(stdout)["records"]
-        .as_array()
-        .expect("a records array")
-        .clone()
+    json_lines(stdout)
 }
 
 #[test]
@@ -219,7 +217,8 @@ fn export_then_import_round_trips_every_record_exactly() {
         .stdout("exported 5 records to ".to_owned() + &exported.display().to_string() + "\n");
     let original = std::fs::read_to_string(&exported).expect("read export");
     let lines: Vec<&str> = original.lines().collect();
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 7);
+    assert_eq!(lines[6], r#"{"idemdb_export_end":true,"records":5}"#);
     for line in &lines {
         let _: Value = serde_json::from_str(line).expect("each line is JSON");
     }
@@ -278,7 +277,7 @@ fn export_then_import_round_trips_every_record_exactly() {
 #[test]
 fn import_refuses_bad_input_and_names_the_line() {
     let env = Env::new();
-    let header = r#"{"idemdb_export":1,"exported_at":0}"#;
+    let header = r#"{"idemdb_export":2,"exported_at":0}"#;
     let good = crafted_export();
     let good_record = good.lines().nth(1).expect("a record line");
     let cases = [

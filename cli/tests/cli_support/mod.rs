@@ -192,3 +192,37 @@ pub fn json(stdout: &[u8]) -> serde_json::Value {
         )
     })
 }
+
+/// Parses stdout as JSON lines (one value a line), as `ls --json` writes them.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// Fills the store at `db` with `n` completed records (keys `k000000`…, scope `default`)
+/// through the library, as a store that has served many runs would hold them.
+pub fn fill_store(db: &Path, n: usize) {
+    // Synced once, at close, as `idemdb import` does.
+    let store = idemdb::Store::builder()
+        .durability(idemdb::Durability::None)
+        .open(db)
+        .expect("open the store");
+    for i in 0..n {
+        let record = idemdb::Record::new_completed(
+            idemdb::Fingerprint::of(b"a command line"),
+            idemdb::Timestamp::from_millis(1_000),
+            None,
+            idemdb::Timestamp::from_millis(2_000),
+            b"hello".to_vec(),
+        );
+        store
+            .import("default", &format!("k{i:06}"), record, false)
+            .expect("import a record");
+    }
+    store.close().expect("close the store");
+}
