@@ -85,12 +85,14 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+mod async_api;
 mod begin;
 pub mod canonical_json;
 mod claim;
 mod codec;
 mod config;
 pub mod decision;
+mod detached;
 mod error;
 mod fingerprint;
 #[cfg(feature = "fuzzing")]

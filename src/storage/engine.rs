@@ -28,7 +28,7 @@ use crate::storage::record_cache::RecordCache;
 use crate::storage::tables::{self, Checkpoint};
 use crate::storage::unsynced::UnsyncedWrites;
 use crate::storage::writer::{self, Job};
-use crate::storage::{Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
+use crate::storage::{Applying, Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
 use crate::storage::{fold, sweep};
 use crate::time::{Clock, Timestamp};
 
@@ -592,6 +592,21 @@ impl Engine for JournaledEngine {
             return closed();
         }
         answer.wait().unwrap_or_else(closed)
+    }
+
+    fn submit(&self, ops: Vec<KeyedOp>) -> Applying {
+        let n = ops.len();
+        let closed = move || (0..n).map(|_| Err(Error::Closed)).collect::<Vec<_>>();
+        if self.closed.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(closed()));
+        }
+        // Always through the writer thread: unlike `apply`, never a commit on the caller's
+        // thread, which may be an async runtime's.
+        let (reply, answer) = answer::pair();
+        if self.jobs.send(Job::Apply { ops, reply }).is_err() {
+            return Box::pin(std::future::ready(closed()));
+        }
+        Box::pin(async move { answer.await.unwrap_or_else(closed) })
     }
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {
