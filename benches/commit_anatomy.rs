@@ -12,9 +12,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use idemdb::redb::{self, ReadableDatabase, StorageBackend, TableDefinition};
-use idemdb::{Begin, Fingerprint, StorageRole, Store};
+use idemdb::testing::{Backend, StorageRole};
+use idemdb::{Begin, Fingerprint, Store};
 use parking_lot::Mutex;
+use redb::{self, ReadableDatabase, StorageBackend, TableDefinition};
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -72,6 +73,25 @@ impl StorageBackend for Counting {
         t.open_pages.extend(first..=last);
         drop(t);
         self.inner.write(offset, data)
+    }
+}
+
+/// The same counting file under idemdb's store (which takes its own storage trait).
+impl Backend for Counting {
+    fn len(&self) -> std::io::Result<u64> {
+        StorageBackend::len(self)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        StorageBackend::read(self, offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        StorageBackend::set_len(self, len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        StorageBackend::sync_data(self)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        StorageBackend::write(self, offset, data)
     }
 }
 

@@ -1,8 +1,7 @@
 //! Micro-benchmarks of idemdb's pieces, one criterion group each:
 //!
 //! - `fingerprint`: framed fields of small and large bodies, canonical JSON bodies;
-//! - `codec`: encoding and decoding a stored record with a 200-byte response (needs the
-//!   `bench-internals` feature: the codec is crate-private);
+//! - `codec`: encoding and decoding a stored record with a 200-byte response;
 //! - `decision`: the pure decision for each state a `begin` can find, and the full
 //!   transition the writer applies to a fresh claim and a completion;
 //! - `key`: key checks under the opaque and the UUID policy, and the scope check.
@@ -12,15 +11,19 @@
 //! cargo bench --bench micro --features bench-internals -- decision   # one group
 //! ```
 //!
-//! Everything goes through the public API except the codec, which is reached through the
-//! doc-hidden `idemdb::bench_internals` module (feature `bench-internals`). Without the
-//! feature the `codec` group is left out and the others run.
+//! Everything goes through the public API except the codec and the decision, which are
+//! crate-private and reached through the doc-hidden `idemdb::bench_internals` module
+//! (feature `bench-internals`). Without the feature those two groups are left out and the
+//! others run.
+
+// Without `bench-internals` the codec and decision groups are left out, and the samples
+// only they use are unused.
+#![cfg_attr(not(feature = "bench-internals"), allow(dead_code, unused_imports))]
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use idemdb::decision::{self, ClaimSpec, Operation};
 use idemdb::{
     ClaimId, Fingerprint, KeyPolicy, Record, RecoveryPolicy, Timestamp, UuidVersions,
     canonical_json, validate_scope,
@@ -155,7 +158,9 @@ fn codec(c: &mut Criterion) {
 #[cfg(not(feature = "bench-internals"))]
 fn codec(_: &mut Criterion) {}
 
+#[cfg(feature = "bench-internals")]
 fn decision(c: &mut Criterion) {
+    use idemdb::bench_internals::{self as decision, ClaimSpec, Operation};
     let mut group = c.benchmark_group("decision");
     let same = fp(KEY.as_bytes());
     let other = fp(b"another request");
@@ -234,6 +239,9 @@ fn decision(c: &mut Criterion) {
     });
     group.finish();
 }
+
+#[cfg(not(feature = "bench-internals"))]
+fn decision(_: &mut Criterion) {}
 
 fn key(c: &mut Criterion) {
     let mut group = c.benchmark_group("key");

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::StorageBackend;
-
 use crate::decision::RecoveryPolicy;
 use crate::error::{Error, Result};
-use crate::key::{KeyPolicy, MAX_KEY_LEN_LIMIT};
-use crate::storage::{OpenOptions, Opener};
+use crate::key::KeyPolicy;
+use crate::storage::{
+    AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, StorageRole,
+};
 use crate::store::Store;
 use crate::time::{Clock, SystemClock};
 
@@ -24,15 +24,6 @@ pub const MAX_OWNER_LEN: usize = 1024;
 
 /// The default size of the journal ring: 64 MiB.
 pub const DEFAULT_JOURNAL_SIZE: u64 = 64 * 1024 * 1024;
-
-/// Which storage a [`StoreBuilder::open_with_backend`] factory is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StorageRole {
-    /// The redb database that holds the records.
-    Database,
-    /// The journal where every commit is appended first.
-    Journal,
-}
 
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,7 +158,8 @@ impl StoreBuilder {
         self
     }
 
-    /// Which keys are accepted (default: opaque, up to 255 bytes).
+    /// Which keys are accepted (default: opaque, up to 255 bytes; [`KeyPolicy::OpaqueChars`]
+    /// counts characters instead).
     pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
         self.key_policy = policy;
         self
@@ -325,13 +317,8 @@ impl StoreBuilder {
                 ),
             );
         }
-        if let KeyPolicy::Opaque { max_len } = self.key_policy
-            && !(1..=MAX_KEY_LEN_LIMIT).contains(&max_len)
-        {
-            return invalid(
-                "key_policy",
-                format!("max_len {max_len} is not between 1 and {MAX_KEY_LEN_LIMIT}"),
-            );
+        if let Some(reason) = self.key_policy.limit_error() {
+            return invalid("key_policy", reason);
         }
         if self.max_response_size > MAX_RESPONSE_LIMIT {
             return invalid(
@@ -415,56 +402,40 @@ impl StoreBuilder {
 
     /// Opens a store held in memory only: for tests. It is gone when the store is dropped.
     pub fn open_in_memory(self) -> Result<Store> {
-        let database = Arc::new(redb::backends::InMemoryBackend::new());
-        let journal = Arc::new(redb::backends::InMemoryBackend::new());
-        self.open_with_backend("memory", move |role| {
-            Ok(SharedBackend(Arc::clone(match role {
-                StorageRole::Database => &database,
-                StorageRole::Journal => &journal,
-            })))
+        let database = MemoryBackend::new();
+        let journal = MemoryBackend::new();
+        self.open_on("memory", move |role| {
+            Ok(match role {
+                StorageRole::Database => database.clone(),
+                StorageRole::Journal => journal.clone(),
+            })
         })
     }
 
-    /// Opens a store on custom storage (for example storage that injects faults): `factory`
-    /// is asked for the database's storage and for the journal's. It is called at open and
-    /// again whenever the store must reopen the database after a failure; each call must
-    /// return storage over the same bytes for the same role. `label` names the store in
-    /// errors.
+    /// Opens a store on custom storage (for example storage that injects faults, like
+    /// [`SimStorage`](crate::testing::SimStorage)): `factory` is asked for the database's
+    /// storage and for the journal's. It is called at open and again whenever the store must
+    /// reopen the database after a failure; each call must return storage over the same
+    /// bytes for the same role. `label` names the store in errors.
+    #[cfg(feature = "testing")]
     pub fn open_with_backend<B, F>(self, label: &str, factory: F) -> Result<Store>
     where
-        B: StorageBackend,
+        B: Backend,
+        F: Fn(StorageRole) -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        self.open_on(label, factory)
+    }
+
+    fn open_on<B, F>(self, label: &str, factory: F) -> Result<Store>
+    where
+        B: Backend,
         F: Fn(StorageRole) -> std::io::Result<B> + Send + Sync + 'static,
     {
         let settings = self.settings()?;
-        let factory: crate::storage::BackendFactory =
-            Arc::new(move |role| factory(role).map(|b| Box::new(b) as Box<dyn StorageBackend>));
+        let factory: BackendFactory = Arc::new(move |role| {
+            factory(role).map(|b| Box::new(AsRedb(b)) as Box<dyn redb::StorageBackend>)
+        });
         let opener = Opener::backend(PathBuf::from(label), factory, self.open_options());
         Store::start(opener, settings, self.commit_settings())
-    }
-}
-
-/// Lets several opens share one backend (an in-memory one must survive a reopen).
-#[derive(Debug)]
-pub struct SharedBackend<B: StorageBackend>(pub Arc<B>);
-
-impl<B: StorageBackend> StorageBackend for SharedBackend<B> {
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        self.0.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.0.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write(offset, data)
     }
 }

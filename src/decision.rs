@@ -34,8 +34,8 @@ pub enum RecoveryPolicy {
     /// at-most-once otherwise. The default, as in most idempotency libraries.
     #[default]
     TakeOver,
-    /// Strict at-most-once: the key reports [`Decision::Abandoned`] until it expires or an
-    /// operator deletes it.
+    /// Strict at-most-once: the key reports [`Begin::Abandoned`](crate::Begin::Abandoned)
+    /// until it expires or an operator deletes it.
     Strict,
 }
 

@@ -136,9 +136,11 @@ pub enum Error {
     /// Any other I/O error from the operating system.
     #[error("I/O error: {0}")]
     Io(Arc<std::io::Error>),
-    /// An error reported by the storage engine (redb) that has no more specific variant.
+    /// An error reported by the storage engine underneath idemdb that has no more specific
+    /// variant. Its message says what happened; its source chain, where it has one, goes on
+    /// to the cause.
     #[error("storage engine error: {0}")]
-    Storage(Arc<redb::Error>),
+    Storage(#[source] StorageError),
     /// The store was closed; no further operations are accepted.
     #[error("the store is closed")]
     Closed,
@@ -151,6 +153,24 @@ pub enum Error {
     /// The claim no longer holds its key, so it can no longer complete, release or extend it.
     #[error("the claim no longer holds its key: {0}")]
     ClaimLost(ClaimLostReason),
+}
+
+/// An error of the storage engine underneath idemdb, kept opaque so that idemdb's API does
+/// not change with the engine's: read its message, or walk its
+/// [`source`](std::error::Error::source) chain.
+#[derive(Debug, Clone)]
+pub struct StorageError(Arc<redb::Error>);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
 }
 
 /// Why a claim lost its key.
@@ -181,6 +201,15 @@ pub enum KeyError {
         /// Its length in bytes.
         len: usize,
         /// The limit in bytes.
+        max: usize,
+    },
+    /// Longer than the limit of a [`KeyPolicy::OpaqueChars`](crate::KeyPolicy::OpaqueChars),
+    /// counted in characters (Unicode scalar values).
+    #[error("it is {len} characters long; the limit is {max} characters")]
+    TooManyCharacters {
+        /// Its length in characters.
+        len: usize,
+        /// The limit in characters.
         max: usize,
     },
     /// A control character (including NUL) somewhere in it.
@@ -221,7 +250,7 @@ impl Error {
                 size,
                 limit: u32::MAX as usize,
             },
-            other => Error::Storage(Arc::new(other)),
+            other => Error::Storage(StorageError(Arc::new(other))),
         }
     }
 
@@ -240,5 +269,25 @@ impl Error {
     /// Whether the error says the device is full.
     pub fn is_storage_full(&self) -> bool {
         matches!(self, Error::StorageFull(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_error_shows_the_engines_message_and_keeps_its_chain() {
+        let io = std::io::Error::other("the disk hiccuped");
+        let engine = redb::Error::Io(io);
+        let expected = engine.to_string();
+        let error = Error::Storage(StorageError(Arc::new(engine)));
+        assert_eq!(
+            error.to_string(),
+            format!("storage engine error: {expected}")
+        );
+        let source = std::error::Error::source(&error).expect("the storage error is the source");
+        assert_eq!(source.to_string(), expected);
+        assert!(source.downcast_ref::<StorageError>().is_some());
     }
 }

@@ -14,6 +14,10 @@ pub const MAX_KEY_LEN_LIMIT: usize = 4096;
 /// The default key length limit of [`KeyPolicy::Opaque`], in bytes.
 pub const DEFAULT_MAX_KEY_LEN: usize = 255;
 
+/// The longest key any [`KeyPolicy::OpaqueChars`] may allow, in characters: a key of that
+/// many characters of four bytes each is [`MAX_KEY_LEN_LIMIT`] bytes long.
+pub const MAX_KEY_CHARS_LIMIT: usize = MAX_KEY_LEN_LIMIT / 4;
+
 /// Which idempotency keys a store accepts.
 ///
 /// ```
@@ -26,13 +30,29 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 255;
 /// let uuids = KeyPolicy::Uuid(UuidVersions::only(&[4, 7]).unwrap());
 /// assert!(uuids.validate("7f1c0b9e-2a4d-4c8e-9b1a-3e5f6a7b8c9d").is_ok());
 /// assert!(uuids.validate("not-a-uuid").is_err());
+///
+/// // "256 characters or fewer", as people count them: 256 'é' are 512 bytes.
+/// let chars = KeyPolicy::OpaqueChars { max_chars: 256 };
+/// assert!(chars.validate(&"é".repeat(256)).is_ok());
+/// assert!(chars.validate(&"é".repeat(257)).is_err());
 /// ```
+///
+/// A store checks its policy's limits when it opens (an out-of-range limit is
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig)). The HTTP layer (feature `http`)
+/// also refuses keys that contain a comma, whatever the policy: see `idemdb::http`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyPolicy {
     /// Any non-empty UTF-8 string without control characters, up to `max_len` bytes.
     Opaque {
         /// Limit in bytes (1 ..= [`MAX_KEY_LEN_LIMIT`]).
         max_len: usize,
+    },
+    /// Any non-empty UTF-8 string without control characters, up to `max_chars` characters
+    /// (Unicode scalar values), for APIs that state their limit in characters.
+    OpaqueChars {
+        /// Limit in characters (1 ..= [`MAX_KEY_CHARS_LIMIT`]).
+        max_chars: usize,
     },
     /// A UUID in RFC 9562 hyphenated text form, of one of the allowed versions. Upper- and
     /// lower-case hex digits are accepted and name the same key.
@@ -56,7 +76,35 @@ impl KeyPolicy {
                 check_text(key, *max_len)?;
                 Ok(Cow::Borrowed(key))
             }
+            KeyPolicy::OpaqueChars { max_chars } => {
+                check_text(key, MAX_KEY_LEN_LIMIT)?;
+                let len = key.chars().count();
+                if len > *max_chars {
+                    return Err(KeyError::TooManyCharacters {
+                        len,
+                        max: *max_chars,
+                    });
+                }
+                Ok(Cow::Borrowed(key))
+            }
             KeyPolicy::Uuid(versions) => validate_uuid(key, *versions),
+        }
+    }
+
+    /// Why the policy's own limit is out of range, if it is: checked when a store opens.
+    pub(crate) fn limit_error(&self) -> Option<String> {
+        match self {
+            KeyPolicy::Opaque { max_len } if !(1..=MAX_KEY_LEN_LIMIT).contains(max_len) => Some(
+                format!("max_len {max_len} is not between 1 and {MAX_KEY_LEN_LIMIT}"),
+            ),
+            KeyPolicy::OpaqueChars { max_chars }
+                if !(1..=MAX_KEY_CHARS_LIMIT).contains(max_chars) =>
+            {
+                Some(format!(
+                    "max_chars {max_chars} is not between 1 and {MAX_KEY_CHARS_LIMIT}"
+                ))
+            }
+            _ => None,
         }
     }
 }
@@ -249,6 +297,45 @@ mod tests {
             p.validate("ééé"),
             Err(KeyError::TooLong { len: 6, .. })
         ));
+    }
+
+    #[test]
+    fn opaque_chars_rules() {
+        let p = KeyPolicy::OpaqueChars { max_chars: 3 };
+        assert_eq!(p.validate(""), Err(KeyError::Empty));
+        assert!(p.validate("abc").is_ok());
+        // characters, not bytes: three two-byte characters fit, a fourth does not
+        assert!(p.validate("ééé").is_ok());
+        assert_eq!(
+            p.validate("éééé"),
+            Err(KeyError::TooManyCharacters { len: 4, max: 3 })
+        );
+        assert_eq!(
+            p.validate("a\u{1}"),
+            Err(KeyError::ControlCharacter { index: 1, code: 1 })
+        );
+        assert_eq!(p.limit_error(), None);
+        assert!(
+            KeyPolicy::OpaqueChars { max_chars: 0 }
+                .limit_error()
+                .is_some()
+        );
+        assert!(
+            KeyPolicy::OpaqueChars {
+                max_chars: MAX_KEY_CHARS_LIMIT + 1
+            }
+            .limit_error()
+            .is_some()
+        );
+        let widest = "\u{10348}".repeat(MAX_KEY_CHARS_LIMIT);
+        assert_eq!(widest.len(), MAX_KEY_LEN_LIMIT);
+        assert!(
+            KeyPolicy::OpaqueChars {
+                max_chars: MAX_KEY_CHARS_LIMIT
+            }
+            .validate(&widest)
+            .is_ok()
+        );
     }
 
     #[test]

@@ -61,25 +61,29 @@
 //!
 //! ## Where the code is
 //!
-//! | module | concern |
-//! | --- | --- |
-//! | `key` | key policies, scopes, framing (scope, key) into one storage key |
-//! | `fingerprint`, [`canonical_json`](mod@canonical_json) | what makes two requests the same |
-//! | [`decision`] | the state machine, as pure functions |
-//! | `codec` | the on-disk record format (bincode behind a format byte) |
-//! | `storage` | the engine seam; the journal, memtable and group-commit writer; folds into the redb tables, whose records live in generations with key filters |
-//! | `inflight` | the lock-striped map where same-key callers wait |
-//! | `sweeper` | deletion of expired records |
-//! | `store`, `claim`, `run` | the public façade |
-//! | [`maintenance`] | offline integrity check and compaction of a store file |
-//! | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
-//! | `http` (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
+//! Layers call downward only: the façade decides through `decision` and applies through
+//! `storage`, which alone talks to redb. `storage` uses only the pure modules below it.
+//!
+//! | layer | module | concern |
+//! | --- | --- | --- |
+//! | façade | `store`, `claim`, `begin`, `run`, `scan`, `config` | the public API and its settings |
+//! | façade | [`maintenance`] | offline integrity check and compaction of a store file |
+//! | façade | `inflight`, `sweeper` | the lock-striped map where same-key callers wait; deletion of expired records |
+//! | decision | `decision` | the state machine, as pure functions (crate-private; its answers are re-exported) |
+//! | storage | `storage` (`mod.rs`) | the engine seam: read, apply, scan, sweep, check, close |
+//! | storage | `storage::engine` | the journaled engine, made of four parts: `database` (redb and the read path through memtable and record cache), `journal_state`, `fold` state and the `writer`'s commit state |
+//! | storage | `storage::{writer, fold, sweep}` | group commit into the journal; folding it into the redb tables; deleting expired records |
+//! | storage | `storage::{journal, generations, tables, check, compact}` | the journal ring; records in generations with key filters; the table layout; the table checks; compaction |
+//! | pure | `key`, `fingerprint`, [`canonical_json`](mod@canonical_json), `codec`, `record`, `time`, `error` | keys and scopes, what makes two requests the same, the record format, the answer types |
+//! | tools | `testing` (feature `testing`) | a simulated faulty disk and model-checked operation sequences |
+//! | tools | `http` (feature `http`) | a tower layer speaking `Idempotency-Key`, for axum and hyper services |
 //!
 //! ## Features
 //!
-//! - `testing`: `idemdb::testing`, the fault-injecting disk and the reference-model harness
-//!   that idemdb's own reliability tests use; handy for testing a service's settings the
-//!   same way. Not needed in production.
+//! - `testing`: `idemdb::testing`, the fault-injecting disk, custom storage for a store
+//!   (`StoreBuilder::open_with_backend` and the `Backend` trait) and the reference-model
+//!   harness that idemdb's own reliability tests use; handy for testing a service's
+//!   settings the same way. Not needed in production.
 //! - `http`: `idemdb::http`, a tower layer that speaks `Idempotency-Key` for axum, hyper and
 //!   any tower service (adds tower, http, tokio and serde_json).
 #![deny(missing_docs)]
@@ -91,7 +95,7 @@ pub mod canonical_json;
 mod claim;
 mod codec;
 mod config;
-pub mod decision;
+mod decision;
 mod detached;
 mod error;
 mod fingerprint;
@@ -120,19 +124,20 @@ pub use canonical_json::{JsonError, JsonErrorKind, canonical_json};
 pub use claim::{Claim, ClaimTicket, CompleteError, Completion};
 pub use config::{
     DEFAULT_JOURNAL_SIZE, Durability, MAX_OWNER_LEN, MAX_RESPONSE_LIMIT, MIN_RETENTION,
-    SharedBackend, StorageRole, StoreBuilder,
+    StoreBuilder,
 };
 pub use decision::{Abandoned, Conflict, InProgress, Recovery, RecoveryPolicy, Replay};
-pub use error::{ClaimLostReason, Error, KeyError, Result};
+pub use error::{ClaimLostReason, Error, KeyError, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{
-    DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN, UuidVersions, validate_scope,
+    DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_CHARS_LIMIT, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN,
+    UuidVersions, validate_scope,
 };
 pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
 pub use run::{RunError, RunOutcome};
 pub use scan::{Scan, ScanEntry};
 pub use stats::{StateCounts, Stats};
-pub use storage::journal::file::journal_path;
+pub use storage::StoreFiles;
 pub use store::Store;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 
@@ -150,8 +155,7 @@ pub mod bench_internals {
     pub fn decode_record(bytes: &[u8]) -> crate::Result<crate::Record> {
         crate::codec::decode(bytes)
     }
-}
 
-/// The redb version idemdb is built on, for implementing a custom
-/// [`StorageBackend`](redb::StorageBackend).
-pub use redb;
+    /// The decision's operation vocabulary, for the `decision` benchmarks.
+    pub use crate::decision::{ClaimSpec, Operation, decide, transition};
+}

@@ -137,6 +137,12 @@ impl Store {
         self.inner.opener.path()
     }
 
+    /// The files the store lives in, its database and its journal (`None` for a store held
+    /// in memory). Back a store up by copying both while it is closed.
+    pub fn files(&self) -> Option<crate::StoreFiles> {
+        self.inner.opener.files()
+    }
+
     /// The current time on the store's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.settings.clock.now()

@@ -292,9 +292,9 @@ fn files_that_are_not_stores() {
 
     let other = dir.path().join("other.redb");
     {
-        let db = idemdb::redb::Database::create(&other).expect("redb");
+        let db = redb::Database::create(&other).expect("redb");
         let w = db.begin_write().expect("write");
-        w.open_table(idemdb::redb::TableDefinition::<&str, u64>::new("inventory"))
+        w.open_table(redb::TableDefinition::<&str, u64>::new("inventory"))
             .expect("table")
             .insert("apples", 3)
             .expect("insert");
@@ -381,14 +381,12 @@ fn damaged_stores_give_typed_errors_and_never_panic() {
 fn a_store_of_a_newer_format_is_refused() {
     let (_dir, path) = store_file_with_records();
     {
-        let db = idemdb::redb::Database::create(&path).expect("redb");
+        let db = redb::Database::create(&path).expect("redb");
         let w = db.begin_write().expect("write");
-        w.open_table(idemdb::redb::TableDefinition::<&str, &[u8]>::new(
-            "idemdb_meta",
-        ))
-        .expect("meta")
-        .insert("format", &99u32.to_le_bytes()[..])
-        .expect("insert");
+        w.open_table(redb::TableDefinition::<&str, &[u8]>::new("idemdb_meta"))
+            .expect("meta")
+            .insert("format", &99u32.to_le_bytes()[..])
+            .expect("insert");
         w.commit().expect("commit");
     }
     match Store::open(&path) {

@@ -206,10 +206,10 @@ fn kill_and_check(
     all.len() - before
 }
 
-/// Scenario 4: SIGKILL at random moments, again and again on one file (`IDEMDB_KILLS`, 20
-/// by default): a quarter of the kills land at a random instant, perhaps while the child
-/// is still recovering from the previous one; the rest after a random number of
-/// acknowledgements. Every acknowledgement of every round is checked after each kill.
+/// docs/reliability.md, scenario 4: SIGKILL at random moments, again and again on one file
+/// (`IDEMDB_KILLS`, 20 by default): a quarter of the kills land at a random instant, perhaps
+/// while the child is still recovering from the previous one; the rest after a random number
+/// of acknowledgements. Every acknowledgement of every round is checked after each kill.
 #[test]
 fn sigkill_mid_load_loses_no_acknowledged_operation() {
     if std::env::var(CHILD_ENV).is_ok() {

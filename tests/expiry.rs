@@ -323,7 +323,7 @@ fn clock_jumps_back_and_forward_across_restarts() {
 /// the store and overwrites the bytes of ("s", "k") in the file with garbage, leaving its
 /// expiry-index entry (due at T0 + 5 s) behind.
 fn store_with_a_damaged_record() -> TestStore {
-    use idemdb::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     let mut t = TestStore::new();
     for (key, retention) in [("k", 5), ("other", 3600)] {
         let options = BeginOptions::new().retention(Duration::from_secs(retention));
@@ -337,7 +337,7 @@ fn store_with_a_damaged_record() -> TestStore {
     }
     t.store.close().expect("close");
     let records = TableDefinition::<&[u8], &[u8]>::new("idemdb_records");
-    let db = idemdb::redb::Database::open(&t.path).expect("open redb");
+    let db = redb::Database::open(&t.path).expect("open redb");
     let damaged: Vec<u8> = {
         let read = db.begin_read().expect("read");
         let table = read.open_table(records).expect("records");
@@ -394,7 +394,7 @@ fn a_damaged_record_can_be_deleted() {
 /// (which trusts the index) never deletes the live record.
 #[test]
 fn a_store_from_before_the_exact_index_is_cleaned_on_open() {
-    use idemdb::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     let mut t = TestStore::new();
     let hour = BeginOptions::new().retention(Duration::from_secs(3600));
     execute(t.store.begin_with("s", "k", fp("a"), &hour).expect("begin"))
@@ -404,7 +404,7 @@ fn a_store_from_before_the_exact_index_is_cleaned_on_open() {
     let records = TableDefinition::<&[u8], &[u8]>::new("idemdb_records");
     let expiry = TableDefinition::<&[u8], ()>::new("idemdb_expiry");
     let meta = TableDefinition::<&str, &[u8]>::new("idemdb_meta");
-    let db = idemdb::redb::Database::open(&t.path).expect("open redb");
+    let db = redb::Database::open(&t.path).expect("open redb");
     let key: Vec<u8> = {
         let read = db.begin_read().expect("read");
         let table = read.open_table(records).expect("records");

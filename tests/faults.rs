@@ -1,5 +1,5 @@
-//! Faults below the engine, on a simulated disk (RELIABILITY.md scenarios 1, 2, 3, 5, 6
-//! and 22): a power cut at every sync point of a fixed workload, torn and garbled unsynced
+//! Faults below the engine, on a simulated disk (docs/reliability.md, scenarios 1, 2, 3, 5,
+//! 6 and 22): a power cut at every sync point of a fixed workload, torn and garbled unsynced
 //! writes, an I/O error at every mutating operation (once and for ever), a power cut while
 //! recovering, a stalled sync, and a full disk.
 //!
@@ -572,11 +572,12 @@ fn s22_a_full_disk_fails_typed_and_resumes_when_space_returns() {
     let sizes: BTreeMap<&str, u64> = [
         (
             "db",
-            disk.live_bytes(idemdb::StorageRole::Database).len() as u64,
+            disk.live_bytes(idemdb::testing::StorageRole::Database)
+                .len() as u64,
         ),
         (
             "journal",
-            disk.live_bytes(idemdb::StorageRole::Journal).len() as u64,
+            disk.live_bytes(idemdb::testing::StorageRole::Journal).len() as u64,
         ),
     ]
     .into();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{TestStore, execute, fp, replay};
 use idemdb::Begin;
-use idemdb::redb::ReadableTable;
+use redb::ReadableTable;
 
 const GENERATION: usize = 25;
 
@@ -154,31 +154,27 @@ fn a_store_from_before_generations_opens_with_its_records() {
     // Make it what the previous format left: one records table, no generations table,
     // format 2.
     {
-        let db = idemdb::redb::Database::create(&t.path).expect("redb");
+        let db = redb::Database::create(&t.path).expect("redb");
         let w = db.begin_write().expect("write");
         assert!(
-            w.delete_table(idemdb::redb::TableDefinition::<u64, &[u8]>::new(
+            w.delete_table(redb::TableDefinition::<u64, &[u8]>::new(
                 "idemdb_generations"
             ))
             .expect("delete")
         );
-        w.open_table(idemdb::redb::TableDefinition::<&str, &[u8]>::new(
-            "idemdb_meta",
-        ))
-        .expect("meta")
-        .insert("format", &2u32.to_le_bytes()[..])
-        .expect("insert");
+        w.open_table(redb::TableDefinition::<&str, &[u8]>::new("idemdb_meta"))
+            .expect("meta")
+            .insert("format", &2u32.to_le_bytes()[..])
+            .expect("insert");
         w.commit().expect("commit");
     }
     t.reopen(small_generations);
     t.store.close().expect("close");
     {
-        let db = idemdb::redb::Database::create(&t.path).expect("redb");
-        let r = idemdb::redb::ReadableDatabase::begin_read(&db).expect("read");
+        let db = redb::Database::create(&t.path).expect("redb");
+        let r = redb::ReadableDatabase::begin_read(&db).expect("read");
         let meta = r
-            .open_table(idemdb::redb::TableDefinition::<&str, &[u8]>::new(
-                "idemdb_meta",
-            ))
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("idemdb_meta"))
             .expect("meta");
         let format = meta.get("format").expect("get").expect("format");
         assert_eq!(
@@ -224,11 +220,11 @@ fn check_reports_a_sealed_filter_that_lost_its_keys() {
     // Clear every bit of generation 0's persisted filter, keeping its form valid: lookups
     // would now pass over that generation's keys.
     {
-        let db = idemdb::redb::Database::create(&t.path).expect("redb");
+        let db = redb::Database::create(&t.path).expect("redb");
         let w = db.begin_write().expect("write");
         {
             let mut rows = w
-                .open_table(idemdb::redb::TableDefinition::<u64, &[u8]>::new(
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new(
                     "idemdb_generations",
                 ))
                 .expect("generations");

@@ -1,4 +1,4 @@
-//! Model-based testing (RELIABILITY.md scenarios 24 and, over crashes, 1–5): random
+//! Model-based testing (docs/reliability.md, scenarios 24 and, over crashes, 1–5): random
 //! sequences of begin / complete / release / extend / abandon, clock moves and jumps, sweeps,
 //! deletes, clean reopens and power cuts (now, or at a random later sync; durable or torn)
 //! over two scopes and three keys, run against a real store on a simulated disk and compared

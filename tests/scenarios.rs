@@ -1,6 +1,6 @@
-//! RELIABILITY.md scenarios that no other file names on its own: 9 (a request mutated after
-//! `begin`), 11 (abandoned claims around the lease end, a 0 ms lease, racing take-overs)
-//! and 23 (file size under churn, long readers, compaction). The README's reliability table
+//! Scenarios of docs/reliability.md that no other file names on its own: 9 (a request
+//! mutated after `begin`), 11 (abandoned claims around the lease end, a 0 ms lease, racing
+//! take-overs) and 23 (file size under churn, long readers, compaction). docs/reliability.md
 //! maps every scenario to its tests.
 
 mod common;
@@ -164,10 +164,10 @@ fn s11_racing_take_overs_have_exactly_one_winner() {
     }
 }
 
-fn file_bytes(path: &std::path::Path) -> u64 {
-    let journal = idemdb::journal_path(path);
-    std::fs::metadata(path).map_or(0, |m| m.len())
-        + std::fs::metadata(journal).map_or(0, |m| m.len())
+fn file_bytes(store: &idemdb::Store) -> u64 {
+    let files = store.files().expect("a store in a file");
+    std::fs::metadata(files.database).map_or(0, |m| m.len())
+        + std::fs::metadata(files.journal).map_or(0, |m| m.len())
 }
 
 /// Scenario 23: under steady churn (records written, expired and swept, round after
@@ -201,7 +201,7 @@ fn s23_file_size_plateaus_under_churn_and_compaction_shrinks_it() {
         let swept = t.store.sweep_now().expect("sweep");
         assert_eq!(swept, per_round as u64, "round {round}");
         t.store.check().expect("check folds and verifies");
-        sizes.push(file_bytes(&t.path));
+        sizes.push(file_bytes(&t.store));
     }
     // The reader finishes without error, whatever it sees of the churned records.
     for entry in scan.take().expect("scan") {

@@ -378,12 +378,15 @@ pub fn stats(global: &Global) -> Result<u8, CliError> {
     let store = open_store(global, Access::Existing, None)?;
     let counted = count(&store);
     let now = store.now();
+    let journal = store.files().map(|files| files.journal);
     store.close()?;
     let c = counted?;
     let file_size = std::fs::metadata(&path)
         .map(|m| m.len())
         .map_err(|e| CliError::io(format!("reading the size of {}", path.display()), e))?;
-    let journal_size = std::fs::metadata(idemdb::journal_path(&path)).map_or(0, |m| m.len());
+    let journal_size = journal
+        .and_then(|j| std::fs::metadata(j).ok())
+        .map_or(0, |m| m.len());
     let live = c.in_flight + c.abandoned + c.completed;
     if global.json {
         output::print_json(&json!({

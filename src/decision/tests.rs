@@ -77,7 +77,8 @@ fn build(shape: Shape, fingerprint: Fingerprint, expires_at: Option<u64>) -> Opt
     }
 }
 
-/// The rules of DESIGN.md, written out independently of `decide`.
+/// The rules of docs/design.md ("What `begin` answers"), written out independently of
+/// `decide`.
 fn expected(
     shape: Shape,
     same_fingerprint: bool,

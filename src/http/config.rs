@@ -7,6 +7,7 @@ use std::time::Duration;
 use ::http::header::HeaderName;
 use ::http::{Method, StatusCode};
 
+use super::preset::Preset;
 use super::scope::{CredentialScope, ScopeExtractor};
 use super::service::{IdempotencyLayer, Shared};
 use super::{IDEMPOTENCY_KEY, waiting::WaitRoom};
@@ -17,7 +18,7 @@ use crate::fingerprint::Fingerprint;
 use crate::store::Store;
 
 /// The status of a reused key with a different request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ConflictStatus {
     /// 422 Unprocessable Content, as draft-ietf-httpapi-idempotency-key-header says. The
     /// default.
@@ -85,6 +86,7 @@ pub(crate) struct Settings {
 pub struct IdempotencyLayerBuilder {
     store: Store,
     settings: Settings,
+    preset: Option<Preset>,
 }
 
 impl fmt::Debug for IdempotencyLayerBuilder {
@@ -95,6 +97,7 @@ impl fmt::Debug for IdempotencyLayerBuilder {
             .field("header", &self.settings.header)
             .field("json_fields", &self.settings.json_fields)
             .field("require_key", &self.settings.require_key)
+            .field("preset", &self.preset.as_ref().map(Preset::name))
             .finish_non_exhaustive()
     }
 }
@@ -122,7 +125,21 @@ impl IdempotencyLayerBuilder {
                 options: BeginOptions::new(),
                 run_to_completion: true,
             },
+            preset: None,
         }
+    }
+
+    /// Applies the layer half of a [`Preset`]: its retention, the JSON body fields that
+    /// carry the key, and the status of a conflict. Apply it first: later settings override
+    /// it. [`build`](Self::build) checks that the store was opened with the same preset
+    /// ([`StoreBuilder::preset`](crate::StoreBuilder::preset)).
+    pub fn preset(self, preset: &Preset) -> Self {
+        let mut builder = self
+            .json_key_fields(preset.json_key_fields().iter().copied())
+            .conflict_status(preset.conflict_status())
+            .retention(preset.retention());
+        builder.preset = Some(preset.clone());
+        builder
     }
 
     /// The methods the layer covers (default POST and PATCH); requests with other methods
@@ -248,8 +265,18 @@ impl IdempotencyLayerBuilder {
     }
 
     /// Checks the options against the store (retention within its limits, a lease of at
-    /// most a year) and builds the layer.
+    /// most a year, the store half of a [`preset`](Self::preset)) and builds the layer.
     pub fn build(self) -> Result<IdempotencyLayer> {
+        if let Some(reason) = self
+            .preset
+            .as_ref()
+            .and_then(|preset| preset.store_mismatch(&self.store.inner.settings))
+        {
+            return Err(crate::error::Error::InvalidConfig {
+                option: "preset",
+                reason,
+            });
+        }
         self.store
             .inner
             .claim_spec(Fingerprint::of(b""), &self.settings.options)?;
@@ -261,6 +288,7 @@ impl IdempotencyLayerBuilder {
             store: self.store,
             settings: self.settings,
             room: Arc::new(WaitRoom::default()),
+            drain: Arc::default(),
         }))
     }
 }

@@ -11,6 +11,23 @@ pub(crate) enum KeyProblem {
     Malformed(String),
     /// Two places name different keys.
     Mismatch(String),
+    /// The body should carry the key in a JSON field but is not JSON.
+    BodyMalformed(String),
+}
+
+/// Why the layer refuses a key with a comma, whatever the store's key policy: a proxy
+/// joins repeated header fields with commas (RFC 9110, section 5.3), so a key `k1, k2`
+/// cannot be told from two `Idempotency-Key` headers merged on the way.
+pub(crate) const COMMA: &str = "it contains a comma, which a key sent over HTTP must not \
+     (proxies join two Idempotency-Key headers into one with a comma, so such a value may \
+     be two keys)";
+
+/// Checks the one rule the layer adds to every key policy: no comma.
+pub(crate) fn check_no_comma(key: &str) -> Result<(), &'static str> {
+    if key.contains(',') {
+        return Err(COMMA);
+    }
+    Ok(())
 }
 
 /// The key in the header, if present: `Ok(None)` when there is no such header.
@@ -69,18 +86,30 @@ fn parse_header_value(raw: &str) -> Result<String, &'static str> {
     Err("opens a quoted string but never closes it")
 }
 
-/// The key in a JSON body's top-level `fields` (checked in order): `Ok(None)` when the body
-/// is not a JSON object or holds none of them (or only `null`s). Two fields naming
-/// different keys are a mismatch; a field that is not a string is malformed.
+/// The key in a JSON body's top-level `fields` (checked in order): `Ok(None)` when there
+/// are no fields to look at, the body is empty, or it is JSON but not an object or holds
+/// none of them (or only `null`s). A non-empty body that is not JSON is
+/// [`KeyProblem::BodyMalformed`] (the caller decides whether that matters). Two fields
+/// naming different keys are a mismatch; a field that is not a string is malformed.
 pub(crate) fn from_json_body(
     body: &[u8],
     fields: &[String],
 ) -> Result<Option<(String, String)>, KeyProblem> {
-    if fields.is_empty() {
+    if fields.is_empty() || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(body)
-    else {
+    let value = serde_json::from_slice::<serde_json::Value>(body).map_err(|e| {
+        KeyProblem::BodyMalformed(format!(
+            "the request body is not valid JSON ({e}), so its idempotency key field ({}) \
+             cannot be read",
+            fields
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ))
+    })?;
+    let serde_json::Value::Object(object) = value else {
         return Ok(None);
     };
     let mut found: Option<(String, String)> = None;
@@ -130,6 +159,16 @@ mod tests {
     }
 
     #[test]
+    fn commas_are_refused() {
+        assert_eq!(check_no_comma("k1"), Ok(()));
+        assert_eq!(check_no_comma("k1, k2"), Err(COMMA));
+        assert_eq!(check_no_comma("k1,k2"), Err(COMMA));
+        // what a proxy makes of two bare headers parses as one bare value: the comma check
+        // is what refuses it
+        assert_eq!(parse_header_value("k1, k2"), Ok("k1, k2".into()));
+    }
+
+    #[test]
     fn header_lookup() {
         let name = HeaderName::from_static("idempotency-key");
         let mut headers = HeaderMap::new();
@@ -169,7 +208,16 @@ mod tests {
         ));
         assert_eq!(found(r#"{"idempotency_key": null}"#), Ok(None));
         assert_eq!(found(r#"[1, 2]"#), Ok(None));
-        assert_eq!(found("not json"), Ok(None));
+        assert_eq!(found(""), Ok(None));
+        assert_eq!(found(" \n"), Ok(None));
+        assert!(matches!(
+            found("not json"),
+            Err(KeyProblem::BodyMalformed(m)) if m.contains("not valid JSON")
+        ));
+        assert!(matches!(
+            found(r#"{"idempotency_key": "a""#),
+            Err(KeyProblem::BodyMalformed(_))
+        ));
         assert_eq!(from_json_body(br#"{"idempotency_key":"a"}"#, &[]), Ok(None));
     }
 }

@@ -27,7 +27,11 @@
 //!    or, if configured, from a top-level field of a JSON body such as `idempotency_key`
 //!    with its legacy alias `external_id`. Without a key the request passes through, or
 //!    gets 400 when keys are required. A key that breaks the store's [`KeyPolicy`]
-//!    (for example UUIDs only) gets 400 saying why.
+//!    (for example UUIDs only) gets 400 saying why, and so does a key containing a comma,
+//!    whatever the policy: a proxy joins two `Idempotency-Key` headers into one with a
+//!    comma, so `k1, k2` may be two keys. A body that should carry the key but is not JSON
+//!    gets 400 `IDEMPOTENCY_BODY_MALFORMED` (when its content type says JSON or a key is
+//!    required; with the key in the header, the body is the handler's business).
 //! 3. The body is read, up to a limit (413 above it).
 //! 4. The **scope** is the tenant (from a [`ScopeExtractor`]; by default a digest of the
 //!    `Authorization` and `X-Api-Key` headers) plus the method and path: two tenants or two
@@ -55,13 +59,14 @@
 //! | 400 | `IDEMPOTENCY_KEY_MISSING` | no key, and keys are required |
 //! | 400 | `IDEMPOTENCY_KEY_INVALID` | the key breaks the key policy, or the header is malformed |
 //! | 400 | `IDEMPOTENCY_KEY_MISMATCH` | the header and a body field name different keys |
-//! | extractor's | `IDEMPOTENCY_SCOPE_REJECTED` | the [`ScopeExtractor`] refused the request |
+//! | 400 | `IDEMPOTENCY_BODY_MALFORMED` | the body should carry the key but is not JSON |
+//! | extractor's | `IDEMPOTENCY_SCOPE_REJECTED` | the [`ScopeExtractor`] refused the request (with its headers, e.g. `WWW-Authenticate` on a 401) |
 //! | 413 | `REQUEST_BODY_TOO_LARGE` | the body exceeds the limit |
 //! | 422, or 409 | `IDEMPOTENCY_CONFLICT` | the key was used for another request ([`ConflictStatus`]) |
 //! | 409 + `Retry-After` | `IDEMPOTENCY_IN_PROGRESS` | the first request is still running after the wait |
 //! | 409 | `IDEMPOTENCY_ABANDONED` | an earlier attempt vanished and the recovery policy is strict |
 //! | 500 | `HANDLER_PANICKED` | the handler panicked (its claim is abandoned) |
-//! | 503 + `Retry-After` | `IDEMPOTENCY_STORE_UNAVAILABLE` | the store failed (the error is logged) |
+//! | 503 + `Retry-After` | `IDEMPOTENCY_STORE_UNAVAILABLE` | the store failed (the error is logged), or the layer is draining for shutdown |
 //!
 //! # Outcomes the layer cannot store
 //!
@@ -81,6 +86,23 @@
 //! - **A response whose storing fails** (disk full) still reaches the client; its claim is
 //!   abandoned for the same reason.
 //!
+//! # Shutting down
+//!
+//! A handler whose client has gone runs on in its own task, so a server's graceful
+//! shutdown (which waits for connections) does not wait for it. Stop the server, then
+//! wait for the layer's [`DrainHandle`] ([`IdempotencyLayer::drain_handle`]), then close the
+//! store: every handler the layer started has then recorded its outcome, and its retry after
+//! the restart replays instead of running again. While draining, new covered requests get
+//! 503 with `Retry-After`, their keys untouched.
+//!
+//! # Presets
+//!
+//! [`Preset`] carries the rules of a known public API — key policy, retention and its
+//! bounds, body key fields, conflict status — applied with one call on the store builder
+//! and one on the layer builder: [`Preset::onesignal`] (UUID `idempotency_key` or legacy
+//! `external_id`, 30 days), [`Preset::workflow`] (any key up to 256 characters, a window of
+//! 1 s to 24 h), [`Preset::noticia`] (`Idempotency-Key`, 24 h, 409 `IDEMPOTENCY_CONFLICT`).
+//!
 //! # Never blocking the runtime
 //!
 //! Store calls commit to disk, so each runs on tokio's blocking pool. Waiting for a
@@ -93,6 +115,7 @@
 //!
 //! | option | default |
 //! | --- | --- |
+//! | [`preset`](IdempotencyLayerBuilder::preset) | none (apply first: it sets the retention, `json_key_fields` and `conflict_status`) |
 //! | [`methods`](IdempotencyLayerBuilder::methods) | POST, PATCH |
 //! | [`header`](IdempotencyLayerBuilder::header) | `Idempotency-Key` |
 //! | [`json_key_fields`](IdempotencyLayerBuilder::json_key_fields) | none (header only) |
@@ -116,8 +139,10 @@
 
 mod body;
 mod config;
+mod drain;
 mod http_date;
 mod key;
+mod preset;
 mod problem;
 mod request_fingerprint;
 mod scope;
@@ -132,6 +157,8 @@ pub use config::{
     ConflictStatus, DEFAULT_MAX_REQUEST_BODY, IdempotencyLayerBuilder, StatusAction,
     default_status_action,
 };
+pub use drain::DrainHandle;
+pub use preset::Preset;
 pub use scope::{CredentialScope, HeaderScope, ScopeExtractor, ScopeRejection};
 pub use service::{IdempotencyLayer, IdempotencyService};
 

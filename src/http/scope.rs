@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use ::http::header::{self, HeaderName};
+use ::http::header::{self, HeaderName, HeaderValue};
 use ::http::{Method, StatusCode, request};
 
 use crate::key::MAX_SCOPE_LEN;
@@ -46,14 +46,20 @@ where
     }
 }
 
-/// A refusal from a [`ScopeExtractor`]: the layer answers with this status and a
-/// problem+json body (code `IDEMPOTENCY_SCOPE_REJECTED`) whose detail is the message.
+/// A refusal from a [`ScopeExtractor`]: the layer answers with this status, these headers
+/// and a problem+json body (code `IDEMPOTENCY_SCOPE_REJECTED`) whose detail is the message.
+///
+/// A 401 must carry a `WWW-Authenticate` challenge (RFC 9110, section 15.5.2): add it with
+/// [`header`](Self::header).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScopeRejection {
     /// The response status (for example 400 or 401).
     pub status: StatusCode,
     /// What is wrong, for the client.
     pub detail: String,
+    /// Headers the refusal carries (for example `WWW-Authenticate`), in order.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ScopeRejection {
@@ -62,7 +68,14 @@ impl ScopeRejection {
         ScopeRejection {
             status,
             detail: detail.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to the refusal (appended, so a header may be given more than once).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> ScopeRejection {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -133,6 +146,7 @@ pub struct HeaderScope {
     name: HeaderName,
     digest: bool,
     missing: StatusCode,
+    challenge: Option<HeaderValue>,
 }
 
 impl HeaderScope {
@@ -142,6 +156,7 @@ impl HeaderScope {
             name,
             digest: false,
             missing: StatusCode::BAD_REQUEST,
+            challenge: None,
         }
     }
 
@@ -151,9 +166,19 @@ impl HeaderScope {
         self
     }
 
-    /// The status for a request without the header (default 400; 401 suits an API key).
+    /// The status for a request without the header (default 400). For an API key, prefer
+    /// [`challenge`](Self::challenge): a 401 must say how to authenticate.
     pub fn missing_status(mut self, status: StatusCode) -> HeaderScope {
         self.missing = status;
+        self
+    }
+
+    /// Refuse a request without the header with 401 Unauthorized carrying this
+    /// `WWW-Authenticate` challenge (RFC 9110 requires one on every 401), for example
+    /// `ApiKey header="X-Api-Key"`.
+    pub fn challenge(mut self, challenge: HeaderValue) -> HeaderScope {
+        self.missing = StatusCode::UNAUTHORIZED;
+        self.challenge = Some(challenge);
         self
     }
 }
@@ -162,7 +187,12 @@ impl ScopeExtractor for HeaderScope {
     fn tenant(&self, request: &request::Parts) -> Result<String, ScopeRejection> {
         let name = &self.name;
         let value = request.headers.get(name).ok_or_else(|| {
-            ScopeRejection::new(self.missing, format!("the request has no {name} header"))
+            let rejection =
+                ScopeRejection::new(self.missing, format!("the request has no {name} header"));
+            match &self.challenge {
+                Some(challenge) => rejection.header(header::WWW_AUTHENTICATE, challenge.clone()),
+                None => rejection,
+            }
         })?;
         if self.digest {
             let mut hasher = blake3::Hasher::new_derive_key("idemdb 2026-11 http header scope");
@@ -254,6 +284,22 @@ mod tests {
         let missing = HeaderScope::new(name).missing_status(StatusCode::UNAUTHORIZED);
         let rejection = missing.tenant(&parts(&[])).expect_err("missing");
         assert_eq!(rejection.status, StatusCode::UNAUTHORIZED);
+        assert!(rejection.headers.is_empty());
+    }
+
+    #[test]
+    fn header_scope_challenge_is_a_401_with_www_authenticate() {
+        let challenge = HeaderValue::from_static("ApiKey header=\"X-Api-Key\"");
+        let scope = HeaderScope::new(HeaderName::from_static("x-api-key"))
+            .digest()
+            .challenge(challenge.clone());
+        let rejection = scope.tenant(&parts(&[])).expect_err("missing");
+        assert_eq!(rejection.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            rejection.headers,
+            vec![(header::WWW_AUTHENTICATE, challenge)]
+        );
+        assert!(scope.tenant(&parts(&[("x-api-key", "k")])).is_ok());
     }
 
     #[test]

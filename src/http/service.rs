@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::body::{self, Body, BoxError, Collected, ReadError, Unstorable, boxed, full};
 use super::config::{IdempotencyLayerBuilder, Settings, StatusAction};
+use super::drain::{DrainHandle, DrainState};
 use super::key::{self, KeyProblem};
 use super::problem::{Code, Refusal, problem};
 use super::request_fingerprint::fingerprint;
@@ -34,6 +35,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) settings: Settings,
     pub(crate) room: Arc<WaitRoom>,
+    pub(crate) drain: Arc<DrainState>,
 }
 
 /// A tower [`Layer`] that makes the services it wraps idempotent: see the
@@ -65,6 +67,13 @@ impl IdempotencyLayer {
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> IdempotencyLayer {
         IdempotencyLayer { shared }
+    }
+
+    /// The handle that waits, at shutdown, for every handler this layer (and its clones)
+    /// started — including those whose client has gone — to record its outcome: call
+    /// [`DrainHandle::wait`] after the server has stopped and before closing the store.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle::new(Arc::clone(&self.shared.drain))
     }
 
     #[cfg(test)]
@@ -174,7 +183,8 @@ where
         Ok(bytes) => bytes,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    let key = match request_key(&shared, header_key, &bytes) {
+    let declared_json = super::request_fingerprint::is_json(&parts.headers);
+    let key = match request_key(&shared, header_key, &bytes, declared_json) {
         Ok(Some(key)) => key,
         Ok(None) if settings.require_key => return Ok(missing_key(settings)),
         Ok(None) => return pass(inner, Request::from_parts(parts, full(bytes))).await,
@@ -183,11 +193,11 @@ where
     let tenant = match settings.scope.tenant(&parts) {
         Ok(tenant) => tenant,
         Err(rejection) => {
-            return Ok(problem(
-                rejection.status,
-                Code::ScopeRejected,
-                &rejection.detail,
-            ));
+            let mut response = problem(rejection.status, Code::ScopeRejected, &rejection.detail);
+            for (name, value) in rejection.headers {
+                response.headers_mut().append(name, value);
+            }
+            return Ok(response);
         }
     };
     let scope = scope::compose(
@@ -281,30 +291,44 @@ where
 }
 
 /// The request's key, validated and in the form the store keeps it: `Ok(None)` without one.
+///
+/// A body that should carry the key but is not JSON is refused when that is what the
+/// client meant (the content type says JSON) or when a key is required; with a key in the
+/// header, or an optional key and a body of another type, it is the handler's business.
 fn request_key(
     shared: &Shared,
     header_key: Option<String>,
     body: &[u8],
+    declared_json: bool,
 ) -> Result<Option<String>, Refusal> {
     let settings = &shared.settings;
     let policy = &shared.store.inner.settings.key_policy;
     let validate = |key: &str, source: &str| {
+        let invalid = |reason: &dyn std::fmt::Display| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                Code::KeyInvalid,
+                format!("invalid idempotency key in {source}: {reason}"),
+            )
+        };
+        key::check_no_comma(key).map_err(|reason| invalid(&reason))?;
         policy
             .validate(key)
             .map(|k| k.into_owned())
-            .map_err(|reason| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    Code::KeyInvalid,
-                    format!("invalid idempotency key in {source}: {reason}"),
-                )
-            })
+            .map_err(|reason| invalid(&reason))
     };
     let header_name = settings.header.as_str();
     let header_key = header_key
         .map(|k| validate(&k, &format!("the {header_name} header")))
         .transpose()?;
-    let body_key = key::from_json_body(body, &settings.json_fields).map_err(key_refusal)?;
+    let body_key = match key::from_json_body(body, &settings.json_fields) {
+        Err(KeyProblem::BodyMalformed(_))
+            if header_key.is_some() || !(declared_json || settings.require_key) =>
+        {
+            None
+        }
+        found => found.map_err(key_refusal)?,
+    };
     let body_key = body_key
         .map(|(field, k)| validate(&k, &format!("the body field {field:?}")).map(|k| (field, k)))
         .transpose()?;
@@ -325,6 +349,9 @@ fn key_refusal(p: KeyProblem) -> Refusal {
         }
         KeyProblem::Mismatch(detail) => {
             Refusal::new(StatusCode::BAD_REQUEST, Code::KeyMismatch, detail)
+        }
+        KeyProblem::BodyMalformed(detail) => {
+            Refusal::new(StatusCode::BAD_REQUEST, Code::BodyMalformed, detail)
         }
     }
 }
@@ -351,6 +378,8 @@ enum Began {
 enum Looked {
     Execute(ClaimGuard),
     Other(Begin),
+    /// The layer is draining: the store was not asked.
+    Draining,
 }
 
 /// The shortest and longest pause between two looks at a key held outside this layer (a
@@ -377,12 +406,15 @@ async fn begin(shared: &Arc<Shared>, scope: &str, key: &str, fingerprint: Finger
         let answer = match begin_once(shared, scope, key, fingerprint).await {
             Ok(Looked::Execute(guard)) => return Began::Execute(guard),
             Ok(Looked::Other(answer)) => answer,
+            Ok(Looked::Draining) => return Began::Respond(shutting_down()),
             Err(e) => return Began::Respond(store_error(&e)),
         };
         let in_progress = match answer {
             // `begin_once` turns every execution into a guard.
             Begin::Execute(claim) => {
-                let guard = ClaimGuard::new(claim, Arc::clone(shared), scope.into(), key.into());
+                let started = shared.drain.enter();
+                let guard =
+                    ClaimGuard::new(claim, Arc::clone(shared), scope.into(), key.into(), started);
                 return Began::Execute(guard);
             }
             Begin::Replay(replay) => return Began::Respond(replay_response(replay)),
@@ -422,12 +454,18 @@ async fn begin(shared: &Arc<Shared>, scope: &str, key: &str, fingerprint: Finger
 /// in a [`ClaimGuard`] before it leaves the pool: if the request goes away before the handler
 /// starts (here, or with the answer still in the channel), dropping the guard releases the
 /// claim off the executor, since a bare claim's drop would commit on an async thread.
+///
+/// The look counts as started work for the drain from before the store is asked: an
+/// execution carries the count on in its guard until its outcome is recorded.
 async fn begin_once(
     shared: &Arc<Shared>,
     scope: &str,
     key: &str,
     fingerprint: Fingerprint,
 ) -> Result<Looked> {
+    let Some(started) = shared.drain.enter() else {
+        return Ok(Looked::Draining);
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job_shared = Arc::clone(shared);
     let (scope, key) = (scope.to_owned(), key.to_owned());
@@ -438,9 +476,14 @@ async fn begin_once(
             .store
             .begin_with(&scope, &key, fingerprint, &options)
             .map(|begin| match begin {
-                Begin::Execute(claim) => {
-                    Looked::Execute(ClaimGuard::new(claim, Arc::clone(&shared), scope, key))
-                }
+                Begin::Execute(claim) => Looked::Execute(ClaimGuard::new(
+                    claim,
+                    Arc::clone(&shared),
+                    scope,
+                    key,
+                    Some(started),
+                )),
+                // Nothing to finish: the look is over (the token is dropped with the closure).
                 other => Looked::Other(other),
             });
         // Nobody to receive it: the guard inside (if any) is dropped here, which releases it.
@@ -608,6 +651,19 @@ async fn in_progress_response(
     if let Ok(Some(record)) = offload(move || store.get(&scope, &key)).await {
         set_expiry(&mut response, record.expires_at);
     }
+    response
+}
+
+/// The answer to a covered request that arrives while the layer drains.
+fn shutting_down() -> Response<Body> {
+    let mut response = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Code::StoreUnavailable,
+        "the server is shutting down; retry with the same idempotency key later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

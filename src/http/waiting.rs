@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::drain::Started;
 use super::service::Shared;
 use crate::claim::{Claim, CompleteError, Completion};
 use crate::error::{Error, Result};
@@ -94,23 +95,34 @@ impl Drop for WaitTicket {
 /// being dropped (a panic, a cancelled future). A dropped guard whose handler had started
 /// abandons the claim (the outcome is unknown); one whose handler never started releases it
 /// (nothing happened, so a retry may run at once).
+///
+/// The guard also holds the request's place in the layer's drain count, and gives it up
+/// only once the claim's end is in the store, so a shutdown waits for that.
 pub(crate) struct ClaimGuard {
     claim: Option<Claim>,
     shared: Arc<Shared>,
     scope: String,
     key: String,
     started: bool,
+    counted: Option<Started>,
 }
 
 impl ClaimGuard {
-    /// Guards a claim whose handler has not started yet.
-    pub(crate) fn new(claim: Claim, shared: Arc<Shared>, scope: String, key: String) -> Self {
+    /// Guards a claim whose handler has not started yet, holding its place in the drain.
+    pub(crate) fn new(
+        claim: Claim,
+        shared: Arc<Shared>,
+        scope: String,
+        key: String,
+        counted: Option<Started>,
+    ) -> Self {
         ClaimGuard {
             claim: Some(claim),
             shared,
             scope,
             key,
             started: false,
+            counted,
         }
     }
 
@@ -142,9 +154,11 @@ impl ClaimGuard {
         };
         let shared = Arc::clone(&self.shared);
         let (scope, key) = (self.scope.clone(), self.key.clone());
+        let counted = self.counted.take();
         offload(move || {
             let result = end(claim);
             shared.room.notify(&scope, &key);
+            drop(counted); // the outcome is in the store: the drain may stop waiting for it
             result
         })
         .await
@@ -184,6 +198,7 @@ impl Drop for ClaimGuard {
             std::mem::take(&mut self.key),
         );
         let started = self.started;
+        let counted = self.counted.take();
         let end = move || {
             if started {
                 tracing::warn!(
@@ -197,6 +212,7 @@ impl Drop for ClaimGuard {
                 tracing::warn!(%error, %scope, %key, "releasing the claim of a request that went away before its handler ran failed");
             }
             shared.room.notify(&scope, &key);
+            drop(counted);
         };
         match tokio::runtime::Handle::try_current() {
             // If the runtime is shutting down the job is dropped unrun, and the claim with
@@ -238,7 +254,7 @@ mod tests {
             crate::Begin::Execute(claim) => claim,
             other => panic!("expected an execution, got {other:?}"),
         };
-        let guard = ClaimGuard::new(claim, shared, "s".to_owned(), key.to_owned());
+        let guard = ClaimGuard::new(claim, shared, "s".to_owned(), key.to_owned(), None);
         (store, guard)
     }
 

@@ -23,7 +23,7 @@ enum Slot<T> {
     Abandoned,
 }
 
-struct Shared<T> {
+struct Handoff<T> {
     slot: Mutex<Waiting<T>>,
     ready: Condvar,
 }
@@ -36,17 +36,17 @@ struct Waiting<T> {
 
 /// The writer's end: answers once.
 pub(crate) struct Answerer<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<Handoff<T>>,
 }
 
 /// The caller's end: waits for the answer.
 pub(crate) struct Answer<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<Handoff<T>>,
 }
 
 /// A connected pair: the answerer goes with the job, the caller keeps the answer.
 pub(crate) fn pair<T>() -> (Answerer<T>, Answer<T>) {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Handoff {
         slot: Mutex::new(Waiting {
             slot: Slot::Waiting,
             task: None,

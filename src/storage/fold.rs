@@ -3,45 +3,83 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::storage::engine::{CommitSettings, Shared};
+use crate::storage::CommitSettings;
+use crate::storage::database::Database;
 use crate::storage::generations::{Filters, GenerationsWriter};
+use crate::storage::journal_state::JournalState;
 use crate::storage::open::corrupt_from_panic;
+use crate::storage::signal::Signal;
 use crate::storage::tables::{self, Checkpoint, EXPIRY, index_key};
 
 /// Fold as soon as this many keys wait in the memtable.
 pub(crate) const FOLD_AT_KEYS: usize = 200_000;
 
+/// What folds share with the writer and the engine: the request for a fold, the lock that
+/// serialises folds, why the last one failed, and counters.
+pub(crate) struct FoldState {
+    /// The store's commit settings (two-phase, quick repair, the fold interval).
+    pub(crate) settings: CommitSettings,
+    /// Asks the folder for a fold.
+    pub(crate) wanted: Signal,
+    /// Serialises folds (the folder thread, and the final fold at close); held by a scan
+    /// that must not see keys leave the memtable.
+    pub(crate) lock: Mutex<()>,
+    /// Why the last fold failed, until one succeeds: a full journal waits for folds only
+    /// while they can succeed.
+    pub(crate) error: Mutex<Option<Error>>,
+    pub(crate) folds: AtomicU64,
+    pub(crate) folded_records: AtomicU64,
+    pub(crate) failed_folds: AtomicU64,
+}
+
+impl FoldState {
+    pub(crate) fn new(settings: CommitSettings) -> FoldState {
+        FoldState {
+            settings,
+            wanted: Signal::default(),
+            lock: Mutex::new(()),
+            error: Mutex::new(None),
+            folds: AtomicU64::new(0),
+            folded_records: AtomicU64::new(0),
+            failed_folds: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Starts the folder thread: it folds when asked (the journal is filling up), when the
 /// memtable grows large, and every `fold_interval` otherwise, until `stop` is set.
 pub(crate) fn spawn_folder(
-    shared: Arc<Shared>,
+    database: Arc<Database>,
+    journal: Arc<JournalState>,
+    folds: Arc<FoldState>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("idemdb-folder".to_owned())
         .spawn(move || {
-            let interval = shared.commit.fold_interval;
+            let interval = folds.settings.fold_interval;
             let mut last_fold = Instant::now();
             let mut backoff = Duration::from_millis(50);
             loop {
-                let seen = shared.fold_wanted.generation();
+                let seen = folds.wanted.generation();
                 if stop.load(Ordering::Acquire) {
                     return;
                 }
-                let used = shared.journal_used.load(Ordering::Relaxed);
-                let due = used >= shared.journal_area / 4
-                    || shared.memtable.len() >= FOLD_AT_KEYS
-                    || (last_fold.elapsed() >= interval && !shared.memtable.is_empty());
+                let memtable = &database.memtable;
+                let due = journal.used() >= journal.area / 4
+                    || memtable.len() >= FOLD_AT_KEYS
+                    || (last_fold.elapsed() >= interval && !memtable.is_empty());
                 if due {
-                    match fold_once(&shared, false) {
+                    match fold_once(&database, &journal, &folds, false) {
                         Ok(_) => {
                             last_fold = Instant::now();
                             backoff = Duration::from_millis(50);
@@ -54,8 +92,8 @@ pub(crate) fn spawn_folder(
                         }
                     }
                 }
-                shared
-                    .fold_wanted
+                folds
+                    .wanted
                     .wait(seen, interval.min(Duration::from_millis(250)));
             }
         })
@@ -145,30 +183,34 @@ fn remove_index_entries_of(expiry: &mut redb::Table<&'static [u8], ()>, key: &[u
 /// Folds everything in the memtable into redb and frees the journal up to the last
 /// published frame. With `clean`, also marks the journal as holding nothing to recover
 /// (only at close, when nothing can be published any more). Returns the keys folded.
-pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
-    let _folding = shared.fold_lock.lock();
+pub(crate) fn fold_once(
+    database: &Database,
+    journal: &JournalState,
+    folds: &FoldState,
+    clean: bool,
+) -> Result<usize> {
+    let _folding = folds.lock.lock();
     // Read the cut before the snapshot: every change up to the cut is in the memtable by
     // then (the writer publishes before it advances the cut). Changes after the cut may be
     // folded too; recovery replays them again, harmlessly, since frames hold final states.
-    let cut = *shared.published.lock();
-    let entries = shared.memtable.snapshot();
+    let cut = *journal.cut.lock();
+    let entries = database.memtable.snapshot();
     if entries.is_empty() && !clean {
         return Ok(0);
     }
-    let journal_id = shared.journal_id;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
-        let db = shared.writable_db()?;
-        let write = begin_fold_txn(&db, shared.commit)?;
+        let db = database.writable_db()?;
+        let write = begin_fold_txn(&db, folds.settings)?;
         apply_changes(
             &write,
-            &shared.filters,
+            &database.filters,
             entries.len(),
             entries.iter().map(|(k, e)| (&**k, e.value.as_deref())),
         )?;
         tables::write_checkpoint(
             &write,
             &Checkpoint {
-                journal_id,
+                journal_id: journal.id,
                 folded_lsn: cut.lsn,
                 tail: cut.end,
                 clean,
@@ -178,31 +220,31 @@ pub(crate) fn fold_once(shared: &Shared, clean: bool) -> Result<usize> {
     }))
     .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())));
     if let Err(e) = result {
-        shared.counters.failed_folds.fetch_add(1, Ordering::Relaxed);
-        *shared.fold_error.lock() = Some(e.clone());
-        shared.space_freed.notify();
-        if let Err(reopen) = shared.reopen() {
+        folds.failed_folds.fetch_add(1, Ordering::Relaxed);
+        *folds.error.lock() = Some(e.clone());
+        journal.space_freed.notify();
+        if let Err(reopen) = database.reopen() {
             tracing::error!(error = %reopen, "reopening the idemdb database failed");
         }
         return Err(e);
     }
     // In this order: the epoch moves, the cache forgets the keys, the memtable forgets them
     // (see `record_cache`).
-    shared.committed();
-    shared.cache.evict(entries.iter().map(|(k, _)| &**k));
-    *shared.fold_error.lock() = None;
-    shared
+    database.committed();
+    database.cache.evict(entries.iter().map(|(k, _)| &**k));
+    *folds.error.lock() = None;
+    database
         .memtable
         .remove_folded(entries.iter().map(|(k, e)| (&**k, e.lsn)));
     {
-        let mut journal = shared.journal.lock();
-        journal.release_through(cut.lsn);
-        shared.journal_used.store(journal.used(), Ordering::Relaxed);
+        let mut ring = journal.ring.lock();
+        ring.release_through(cut.lsn);
+        journal.note_used(&ring);
     }
-    shared.space_freed.notify();
-    let c = &shared.counters;
-    c.folds.fetch_add(1, Ordering::Relaxed);
-    c.folded_records
+    journal.space_freed.notify();
+    folds.folds.fetch_add(1, Ordering::Relaxed);
+    folds
+        .folded_records
         .fetch_add(entries.len() as u64, Ordering::Relaxed);
     Ok(entries.len())
 }

@@ -17,8 +17,8 @@ const SHARDS: usize = 16;
 
 type Shard = RwLock<HashMap<Box<[u8]>, Entry>>;
 
-/// A change to publish: a storage key and its new encoded record (`None`: deleted).
-pub(crate) type Published = (Vec<u8>, Option<Arc<[u8]>>);
+/// One key's new state, as a frame publishes it: a storage key and its new encoded record (`None`: deleted).
+pub(crate) type KeyUpdate = (Vec<u8>, Option<Arc<[u8]>>);
 
 /// The latest journaled state of one key.
 #[derive(Debug, Clone)]
@@ -63,8 +63,8 @@ impl Memtable {
     }
 
     /// Makes a durable frame's changes visible.
-    pub(crate) fn publish(&self, lsn: u64, changes: Vec<Published>) {
-        let entry = |(key, value): Published| (key.into_boxed_slice(), Entry { lsn, value });
+    pub(crate) fn publish(&self, lsn: u64, changes: Vec<KeyUpdate>) {
+        let entry = |(key, value): KeyUpdate| (key.into_boxed_slice(), Entry { lsn, value });
         if changes.len() < 4 * SHARDS {
             for change in changes {
                 let (key, entry) = entry(change);
@@ -73,7 +73,7 @@ impl Memtable {
             return;
         }
         // A large frame (a sweep's): take each shard's lock once.
-        let mut by_shard: Vec<Vec<Published>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let mut by_shard: Vec<Vec<KeyUpdate>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for change in changes {
             let index = self.shard_index(&change.0);
             by_shard[index].push(change);

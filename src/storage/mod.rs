@@ -17,26 +17,61 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 pub(crate) mod answer;
+mod backend;
+mod check;
+mod compact;
+mod database;
 mod engine;
 mod fold;
 mod generations;
 pub(crate) mod journal;
+mod journal_state;
 mod key_filter;
 mod memtable;
 mod open;
 mod record_cache;
+mod signal;
 mod sweep;
 mod tables;
 mod unsynced;
 mod writer;
 
-pub(crate) use engine::{CommitSettings, JournaledEngine};
-pub(crate) use open::{BackendFactory, OpenOptions, Opener, corrupt_from_panic};
-// For the offline maintenance tools (`crate::maintenance`), which read the tables directly.
-pub(crate) use generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
+use std::time::Duration;
+
+pub use backend::{Backend, MemoryBackend, StorageRole};
+pub use check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind};
+pub use compact::CompactReport;
+
+pub(crate) use backend::AsRedb;
+pub(crate) use check::check_file;
+pub(crate) use compact::compact_file;
+pub(crate) use engine::JournaledEngine;
+pub(crate) use generations::DEFAULT_GENERATION_KEYS;
+pub use open::StoreFiles;
+pub(crate) use open::{BackendFactory, OpenOptions, Opener};
 #[cfg(test)]
-pub(crate) use tables::RECORDS;
-pub(crate) use tables::{EXPIRY, index_key, split_index_key};
+pub(crate) use tables::{EXPIRY, RECORDS, index_key};
+
+/// How the engine commits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitSettings {
+    /// Sync the journal before acknowledging (`false`: the store's durability is none).
+    pub(crate) durable: bool,
+    /// Acknowledge claims before the sync that makes them durable (the next sync does).
+    pub(crate) defer_claim_sync: bool,
+    pub(crate) two_phase: bool,
+    pub(crate) quick_repair: bool,
+    /// Most operations in one group commit.
+    pub(crate) max_batch: usize,
+    /// Size of the journal ring, in bytes.
+    pub(crate) journal_size: u64,
+    /// How long changes may wait in the memtable before a fold.
+    pub(crate) fold_interval: Duration,
+    /// Bytes of decoded records cached in front of redb.
+    pub(crate) record_cache_size: usize,
+    /// Records per generation (see `generations`).
+    pub(crate) generation_keys: usize,
+}
 
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);
@@ -96,7 +131,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn stats(&self) -> EngineStats;
 
     /// Folds what is journaled, then checks the records and the expiry index into `report`.
-    fn check(&self, report: &mut crate::maintenance::CheckReport) -> Result<()>;
+    fn check(&self, report: &mut CheckReport) -> Result<()>;
 
     /// Finishes queued work, makes everything durable, and releases the storage. Later calls
     /// fail with [`Error::Closed`](crate::Error::Closed).

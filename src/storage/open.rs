@@ -9,14 +9,24 @@ use std::sync::Arc;
 use redb::backends::FileBackend;
 use redb::{DatabaseError, StorageBackend, StorageError};
 
-use crate::config::StorageRole;
 use crate::error::{Error, Result};
+use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::tables;
 use crate::storage::unsynced::UnsyncedWrites;
 
 /// redb's file magic: every redb file starts with it.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// The files a store lives in: copy both, with the store closed, to back it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreFiles {
+    /// The database file: the path the store was opened at.
+    pub database: PathBuf,
+    /// The journal beside it: the same path with `-journal` appended.
+    pub journal: PathBuf,
+}
 
 /// Makes the storage for the database or the journal of a store on a custom backend.
 pub(crate) type BackendFactory =
@@ -65,6 +75,14 @@ impl Opener {
     /// The file, or the label of a custom backend.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The store's files; `None` for a store on custom or in-memory storage.
+    pub(crate) fn files(&self) -> Option<StoreFiles> {
+        self.backend.is_none().then(|| StoreFiles {
+            database: self.path.clone(),
+            journal: journal_path(&self.path),
+        })
     }
 
     /// Opens the journal's storage (creating an empty file if there is none).

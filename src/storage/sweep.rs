@@ -20,7 +20,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::storage::SweepPass;
 use crate::storage::answer::{self, Answer};
-use crate::storage::engine::Shared;
+use crate::storage::database::Database;
 use crate::storage::open::corrupt_from_panic;
 use crate::storage::tables::{EXPIRY, split_index_key};
 use crate::storage::writer::{Job, SweepJob};
@@ -34,7 +34,8 @@ const SCAN_PIECE: usize = 2048;
 /// pass, the unfolded records) and has the writer delete the expired ones; see
 /// [`Engine::sweep`](crate::storage::Engine::sweep).
 pub(crate) fn run_pass(
-    shared: &Shared,
+    database: &Database,
+    max_payload: usize,
     jobs: &Sender<Job>,
     now: Timestamp,
     limit: usize,
@@ -45,9 +46,9 @@ pub(crate) fn run_pass(
     // memtable for expired records not yet folded (cheaper than folding them first). The
     // epoch the writer checks is read before any look: a fold committing after it (which
     // may move a key out of the memtable) makes the writer read the key again.
-    let epoch = shared.epoch();
+    let epoch = database.epoch();
     let unfolded = if from.is_none() {
-        due_in_memtable(shared, now)
+        due_in_memtable(database, now)
     } else {
         Vec::new()
     };
@@ -61,7 +62,7 @@ pub(crate) fn run_pass(
     let mut writer = Pipeline {
         jobs,
         in_flight: Vec::new(),
-        max_bytes: shared.max_payload / 4,
+        max_bytes: max_payload / 4,
         max_keys: limit,
         deleted: 0,
         jobs_sent: 0,
@@ -73,7 +74,7 @@ pub(crate) fn run_pass(
     // whatever the batch size.
     let piece_size = (limit / 4).clamp(1, SCAN_PIECE);
     loop {
-        let piece = find_due(shared, now, left.min(piece_size), cursor.as_deref())?;
+        let piece = find_due(database, now, left.min(piece_size), cursor.as_deref())?;
         left -= piece.examined as usize;
         let mut piece_due = piece.due;
         let before = piece_due.len();
@@ -194,12 +195,12 @@ pub(crate) struct Found {
 /// decided against that state by the writer, which looks at the memtable for every key
 /// before it deletes (see `writer::Writer::sweep_frame`).
 pub(crate) fn find_due(
-    shared: &Shared,
+    database: &Database,
     now: Timestamp,
     limit: usize,
     from: Option<&[u8]>,
 ) -> Result<Found> {
-    let db = shared.db()?;
+    let db = database.db()?;
     catch_unwind(AssertUnwindSafe(|| -> Result<Found> {
         let read = db.begin_read().map_err(Error::from_redb)?;
         let expiry = read.open_table(EXPIRY).map_err(Error::from_redb)?;
@@ -232,8 +233,8 @@ pub(crate) fn find_due(
 }
 
 /// The unfolded records expired at `now`, with the instant each becomes sweepable.
-pub(crate) fn due_in_memtable(shared: &Shared, now: Timestamp) -> Vec<(Vec<u8>, Timestamp)> {
-    shared
+pub(crate) fn due_in_memtable(database: &Database, now: Timestamp) -> Vec<(Vec<u8>, Timestamp)> {
+    database
         .memtable
         .snapshot()
         .into_iter()

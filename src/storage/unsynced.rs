@@ -28,7 +28,7 @@ const COPY_LIMIT: usize = 256 << 20;
 
 /// One change to the file since the last successful sync.
 #[derive(Debug)]
-enum Change {
+enum PendingWrite {
     Write {
         offset: u64,
         bytes: Vec<u8>,
@@ -43,7 +43,7 @@ enum Change {
 
 #[derive(Debug)]
 struct Log {
-    changes: Vec<Change>,
+    changes: Vec<PendingWrite>,
     copied: usize,
     /// Bytes copied at most (see [`COPY_LIMIT`]).
     copy_limit: usize,
@@ -118,7 +118,7 @@ impl KeepingBackend {
         let len = self.inner.len()?;
         let mut read_back = Vec::new();
         for change in &log.changes {
-            if let Change::Range { offset, len: n } = change {
+            if let PendingWrite::Range { offset, len: n } = change {
                 // A later truncation may have cut the range: what is gone needs no rewrite.
                 let end = (*offset + *n as u64).min(len);
                 let mut bytes = vec![0; end.saturating_sub(*offset) as usize];
@@ -129,14 +129,14 @@ impl KeepingBackend {
         let mut read_back = read_back.into_iter();
         for change in &log.changes {
             match change {
-                Change::Write { offset, bytes } => self.inner.write(*offset, bytes)?,
-                Change::Range { offset, .. } => {
+                PendingWrite::Write { offset, bytes } => self.inner.write(*offset, bytes)?,
+                PendingWrite::Range { offset, .. } => {
                     let bytes = read_back.next().unwrap_or_default();
                     if !bytes.is_empty() {
                         self.inner.write(*offset, &bytes)?;
                     }
                 }
-                Change::SetLen(len) => self.inner.set_len(*len)?,
+                PendingWrite::SetLen(len) => self.inner.set_len(*len)?,
             }
         }
         Ok(())
@@ -155,7 +155,7 @@ impl StorageBackend for KeepingBackend {
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         // Kept even if it fails: it may have taken effect in part, and what redb meant is
         // what a retry must reproduce.
-        self.log.lock().changes.push(Change::SetLen(len));
+        self.log.lock().changes.push(PendingWrite::SetLen(len));
         self.inner.set_len(len)
     }
 
@@ -183,12 +183,12 @@ impl StorageBackend for KeepingBackend {
             let mut log = self.log.lock();
             if log.copied + data.len() <= log.copy_limit {
                 log.copied += data.len();
-                log.changes.push(Change::Write {
+                log.changes.push(PendingWrite::Write {
                     offset,
                     bytes: data.to_vec(),
                 });
             } else {
-                log.changes.push(Change::Range {
+                log.changes.push(PendingWrite::Range {
                     offset,
                     len: data.len(),
                 });
@@ -250,9 +250,9 @@ mod tests {
     }
 
     #[derive(Debug, Clone, Default)]
-    struct Shared(Arc<ForgetfulFile>);
+    struct SharedFile(Arc<ForgetfulFile>);
 
-    impl StorageBackend for Shared {
+    impl StorageBackend for SharedFile {
         fn len(&self) -> std::io::Result<u64> {
             Ok(self.0.state.lock().live.len() as u64)
         }
@@ -300,16 +300,16 @@ mod tests {
         }
     }
 
-    fn durable(file: &Shared) -> Vec<u8> {
+    fn durable(file: &SharedFile) -> Vec<u8> {
         file.0.state.lock().durable.clone()
     }
 
-    fn fail_next_sync(file: &Shared) {
+    fn fail_next_sync(file: &SharedFile) {
         file.0.state.lock().fail_next_sync = true;
     }
 
     fn writes_survive_a_failed_sync(copy_limit: usize) {
-        let file = Shared::default();
+        let file = SharedFile::default();
         let unsynced = UnsyncedWrites::with_copy_limit(copy_limit);
         let backend = unsynced.wrap(Box::new(file.clone()));
         backend.set_len(8).expect("set_len");
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn an_uncopied_write_over_a_copied_one_keeps_its_newer_bytes() {
-        let file = Shared::default();
+        let file = SharedFile::default();
         let unsynced = UnsyncedWrites::with_copy_limit(2);
         let backend = unsynced.wrap(Box::new(file.clone()));
         backend.write(0, b"aa").expect("write");
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_reopened_backend_settles_what_the_failed_sync_left() {
-        let file = Shared::default();
+        let file = SharedFile::default();
         let unsynced = UnsyncedWrites::default();
         let first = unsynced.wrap(Box::new(file.clone()));
         first.write(0, b"xy").expect("write");

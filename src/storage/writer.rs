@@ -12,23 +12,73 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 
 use crate::codec;
 use crate::decision::{self, Change, Operation, Outcome};
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::storage::KeyedOp;
 use crate::storage::answer::Answerer;
-use crate::storage::engine::{Published, Shared};
+use crate::storage::database::Database;
+use crate::storage::fold::FoldState;
 use crate::storage::journal::AppendError;
 use crate::storage::journal::frame;
-use crate::storage::memtable;
-use crate::time::Timestamp;
+use crate::storage::journal_state::{FoldCut, JournalState};
+use crate::storage::memtable::KeyUpdate;
+use crate::storage::{CommitSettings, KeyedOp};
+use crate::time::{Clock, Timestamp};
+
+/// What commits share: the lock each commit holds, whether the writer thread has a batch,
+/// the settings and clock they decide with, and counters.
+pub(crate) struct CommitState {
+    pub(crate) settings: CommitSettings,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Held across each commit's decisions, journal append and publication: by the writer
+    /// thread, or by a caller committing on its own thread (see [`commit_here`]).
+    pub(crate) lock: Mutex<()>,
+    /// Set while the writer thread has a batch to commit: callers then queue for it.
+    pub(crate) writer_busy: AtomicBool,
+    pub(crate) commits: AtomicU64,
+    pub(crate) committed_ops: AtomicU64,
+    pub(crate) largest_batch: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+}
+
+impl CommitState {
+    pub(crate) fn new(settings: CommitSettings, clock: Arc<dyn Clock>) -> CommitState {
+        CommitState {
+            settings,
+            clock,
+            lock: Mutex::new(()),
+            writer_busy: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            committed_ops: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one successful commit of `ops` operations.
+    fn count_commit(&self, ops: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_ops.fetch_add(ops, Ordering::Relaxed);
+        self.largest_batch.fetch_max(ops, Ordering::Relaxed);
+    }
+}
+
+/// The parts of the engine the writer works on.
+#[derive(Clone)]
+pub(crate) struct WriterParts {
+    pub(crate) database: Arc<Database>,
+    pub(crate) journal: Arc<JournalState>,
+    pub(crate) folds: Arc<FoldState>,
+    pub(crate) commits: Arc<CommitState>,
+}
 
 /// What the writer is asked to do.
 pub(crate) enum Job {
@@ -53,7 +103,7 @@ pub(crate) struct SweepJob {
     /// The instant the sweep checked expiry at.
     pub(crate) now: Timestamp,
     /// The redb epoch of the snapshot the keys were checked in (see
-    /// [`Shared::epoch`](crate::storage::engine::Shared)).
+    /// [`Database::epoch`]).
     pub(crate) epoch: u64,
     /// Sync the journal once the job is done (the last job of a sweep pass); otherwise the
     /// frames wait for the next sync, which covers every frame before it.
@@ -74,32 +124,39 @@ const DEFERRED_SYNC_DELAY: Duration = Duration::from_millis(2);
 /// How long a full journal may hold up a batch before it fails.
 const JOURNAL_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) fn spawn(shared: Arc<Shared>, queue: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
+pub(crate) fn spawn(parts: WriterParts, queue: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("idemdb-writer".to_owned())
-        .spawn(move || {
-            Writer {
-                shared: &shared,
-                unsynced: false,
-            }
-            .run(&queue)
-        })
+        .spawn(move || Writer::on(&parts).run(&queue))
 }
 
 struct Writer<'a> {
-    shared: &'a Shared,
+    database: &'a Database,
+    journal: &'a JournalState,
+    folds: &'a FoldState,
+    commits: &'a CommitState,
     /// Frames written without a sync (deferred claims, or non-durable stores).
     unsynced: bool,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn on(parts: &'a WriterParts) -> Writer<'a> {
+        Writer {
+            database: &parts.database,
+            journal: &parts.journal,
+            folds: &parts.folds,
+            commits: &parts.commits,
+            unsynced: false,
+        }
+    }
+
     fn run(mut self, queue: &Receiver<Job>) {
         // Jobs taken off the queue while a sweep served the operations queued behind it.
         let mut carried = VecDeque::new();
         loop {
             let first = if let Some(job) = carried.pop_front() {
                 job
-            } else if self.unsynced && self.shared.commit.durable {
+            } else if self.unsynced && self.commits.settings.durable {
                 match queue.recv_timeout(DEFERRED_SYNC_DELAY) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
@@ -116,9 +173,9 @@ impl Writer<'_> {
             };
             // Callers stop committing on their own threads until this batch is done (they
             // would take the lock again and again ahead of this thread otherwise).
-            self.shared.writer_busy.store(true, Ordering::SeqCst);
+            self.commits.writer_busy.store(true, Ordering::SeqCst);
             // Collect the batch only once no other commit runs: what queued meanwhile joins.
-            let commits = self.shared.commit_lock.lock();
+            let commits = self.commits.lock.lock();
             let mut first = Some(first);
             let (batch, other) = self.gather(|| {
                 first
@@ -141,7 +198,7 @@ impl Writer<'_> {
                 None => {}
             }
             drop(commits);
-            self.shared.writer_busy.store(false, Ordering::SeqCst);
+            self.commits.writer_busy.store(false, Ordering::SeqCst);
             if let Some(reply) = close {
                 // Anything queued after the close is refused.
                 while let Ok(job) = queue.try_recv() {
@@ -163,12 +220,12 @@ impl Writer<'_> {
     }
 
     fn max_batch(&self) -> usize {
-        self.shared.commit.max_batch.max(1)
+        self.commits.settings.max_batch.max(1)
     }
 
     /// Journal bytes a batch may reach: a frame stays well inside the journal.
     fn byte_budget(&self) -> usize {
-        self.shared.max_payload / 2
+        self.journal.max_payload / 2
     }
 
     /// Takes the operations of one batch from `next` (jobs in queue order) up to the batch
@@ -206,7 +263,7 @@ impl Writer<'_> {
     fn finish(mut self, reply: Option<Answerer<Result<()>>>) {
         let synced = if self.unsynced {
             self.unsynced = false;
-            self.shared.journal.lock().sync().map_err(Error::from_io)
+            self.journal.ring.lock().sync().map_err(Error::from_io)
         } else {
             Ok(())
         };
@@ -220,13 +277,10 @@ impl Writer<'_> {
 
     fn sync_deferred(&mut self) {
         self.unsynced = false;
-        if let Err(error) = self.shared.journal.lock().sync() {
+        if let Err(error) = self.journal.ring.lock().sync() {
             // Deferred claims were acknowledged already; a crash now may lose them, which is
             // the trade-off their option documents.
-            self.shared
-                .counters
-                .failed_commits
-                .fetch_add(1, Ordering::Relaxed);
+            self.commits.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, "syncing deferred idemdb claims failed");
         }
     }
@@ -244,8 +298,7 @@ impl Writer<'_> {
     /// Decides each operation against the latest state, journals the batch's changes as one
     /// frame and publishes them; one answer per operation. The caller holds the commit lock.
     fn decide_and_journal(&mut self, batch: Vec<Vec<KeyedOp>>) -> Vec<Vec<Result<Outcome>>> {
-        let shared = self.shared;
-        let now = shared.clock.now();
+        let now = self.commits.clock.now();
         // The batch's own view: keys it changed, with their new state.
         let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
         let mut changed: Vec<Vec<u8>> = Vec::new();
@@ -258,7 +311,7 @@ impl Writer<'_> {
                 op_count += 1;
                 let current = match overlay.get(&key) {
                     Some(state) => Ok(state.clone()),
-                    None => shared.read(&key),
+                    None => self.database.read(&key),
                 };
                 let current = match (current, &op) {
                     (Ok(current), _) => current,
@@ -304,18 +357,12 @@ impl Writer<'_> {
         let result = self.journal(&overlay, changed, only_claims);
         match result {
             Ok(()) => {
-                let c = &shared.counters;
-                c.commits.fetch_add(1, Ordering::Relaxed);
-                c.committed_ops.fetch_add(op_count, Ordering::Relaxed);
-                c.largest_batch.fetch_max(op_count, Ordering::Relaxed);
+                self.commits.count_commit(op_count);
                 answers
             }
             Err(error) => {
                 // Nothing of a failed batch is acknowledged, or visible.
-                shared
-                    .counters
-                    .failed_commits
-                    .fetch_add(1, Ordering::Relaxed);
+                self.commits.failed_commits.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "an idemdb journal commit failed");
                 answers
                     .iter()
@@ -346,8 +393,8 @@ impl Writer<'_> {
                 self.serve_queued(queue, carried);
             }
         }
-        if job.sync && self.unsynced && self.shared.commit.durable {
-            self.shared.journal.lock().sync().map_err(Error::from_io)?;
+        if job.sync && self.unsynced && self.commits.settings.durable {
+            self.journal.ring.lock().sync().map_err(Error::from_io)?;
             self.unsynced = false;
         }
         Ok(deleted)
@@ -364,12 +411,12 @@ impl Writer<'_> {
         now: Timestamp,
         epoch: u64,
     ) -> Result<u64> {
-        let shared = self.shared;
-        let mut tombstones: Vec<memtable::Published> = Vec::with_capacity(due.len());
+        let database = self.database;
+        let mut tombstones: Vec<KeyUpdate> = Vec::with_capacity(due.len());
         for (key, sweep_at) in due {
-            let trusted = !shared.memtable.contains(&key) && shared.epoch() == epoch;
+            let trusted = !database.memtable.contains(&key) && database.epoch() == epoch;
             let due = trusted
-                || shared
+                || database
                     .read(&key)
                     .is_ok_and(|current| swept(current, sweep_at, now));
             if due {
@@ -381,10 +428,7 @@ impl Writer<'_> {
         }
         let deleted = tombstones.len() as u64;
         self.append_and_publish(tombstones, false)?;
-        let c = &shared.counters;
-        c.commits.fetch_add(1, Ordering::Relaxed);
-        c.committed_ops.fetch_add(deleted, Ordering::Relaxed);
-        c.largest_batch.fetch_max(deleted, Ordering::Relaxed);
+        self.commits.count_commit(deleted);
         Ok(deleted)
     }
 
@@ -395,8 +439,7 @@ impl Writer<'_> {
         changed: Vec<Vec<u8>>,
         only_claims: bool,
     ) -> Result<()> {
-        let shared = self.shared;
-        let mut changes: Vec<memtable::Published> = Vec::with_capacity(changed.len());
+        let mut changes: Vec<KeyUpdate> = Vec::with_capacity(changed.len());
         for key in changed {
             let value = match overlay.get(&key) {
                 Some(Some(record)) => Some(Arc::from(codec::encode(record)?)),
@@ -404,15 +447,15 @@ impl Writer<'_> {
             };
             changes.push((key, value));
         }
-        let commit = shared.commit;
-        let sync = commit.durable && !(commit.defer_claim_sync && only_claims);
+        let settings = self.commits.settings;
+        let sync = settings.durable && !(settings.defer_claim_sync && only_claims);
         self.append_and_publish(changes, sync)
     }
 
     /// Appends `changes` as one frame (synced if `sync`), then publishes them to the
     /// memtable. A full journal waits for a fold to free space.
-    fn append_and_publish(&mut self, changes: Vec<memtable::Published>, sync: bool) -> Result<()> {
-        let shared = self.shared;
+    fn append_and_publish(&mut self, changes: Vec<KeyUpdate>, sync: bool) -> Result<()> {
+        let journal = self.journal;
         let mut payload = Vec::new();
         frame::encode_changes(
             changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
@@ -421,25 +464,25 @@ impl Writer<'_> {
         let started = Instant::now();
         let mut fold_attempts_seen = 0u32;
         loop {
-            let seen = shared.space_freed.generation();
+            let seen = journal.space_freed.generation();
             let appended = {
-                let mut journal = shared.journal.lock();
-                let appended = journal.append(&payload, sync);
-                shared.journal_used.store(journal.used(), Ordering::Relaxed);
+                let mut ring = journal.ring.lock();
+                let appended = ring.append(&payload, sync);
+                journal.note_used(&ring);
                 appended
             };
             match appended {
                 Ok(appended) => {
                     // Publish, then advance the cut a fold may record (in that order).
-                    shared.memtable.publish(appended.lsn, changes);
-                    *shared.published.lock() = Published {
+                    self.database.memtable.publish(appended.lsn, changes);
+                    *journal.cut.lock() = FoldCut {
                         lsn: appended.lsn,
                         end: appended.end,
                     };
                     // A sync covers every frame before it.
                     self.unsynced = !sync;
-                    if shared.journal_used.load(Ordering::Relaxed) >= shared.journal_area / 2 {
-                        shared.fold_wanted.notify();
+                    if journal.used() >= journal.area / 2 {
+                        self.folds.wanted.notify();
                     }
                     return Ok(());
                 }
@@ -447,7 +490,7 @@ impl Writer<'_> {
                     // Only a fold frees space. Wait for the next fold attempt; if folds are
                     // failing (a full disk), fail with their reason once one more has failed.
                     if fold_attempts_seen > 0
-                        && let Some(error) = shared.fold_error.lock().clone()
+                        && let Some(error) = self.folds.error.lock().clone()
                     {
                         return Err(journal_full(error));
                     }
@@ -456,9 +499,9 @@ impl Writer<'_> {
                             "the journal is full and folding it into the database is not keeping up",
                         ))));
                     }
-                    shared.fold_wanted.notify();
-                    shared.space_freed.wait(seen, Duration::from_millis(100));
-                    if shared.space_freed.generation() != seen {
+                    self.folds.wanted.notify();
+                    journal.space_freed.wait(seen, Duration::from_millis(100));
+                    if journal.space_freed.generation() != seen {
                         fold_attempts_seen += 1;
                     }
                 }
@@ -482,13 +525,10 @@ fn journal_full(fold_error: Error) -> Error {
 /// is running or queued, this saves the two thread hand-offs (to the writer and back) that
 /// would otherwise cost more than the decision itself. Only for stores that sync every
 /// commit, so no frame is ever left for the writer thread to sync later.
-pub(crate) fn commit_here(shared: &Shared, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
-    debug_assert!(shared.commit.durable && !shared.commit.defer_claim_sync);
-    let mut writer = Writer {
-        shared,
-        unsynced: false,
-    };
-    writer
+pub(crate) fn commit_here(parts: &WriterParts, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>> {
+    let settings = parts.commits.settings;
+    debug_assert!(settings.durable && !settings.defer_claim_sync);
+    Writer::on(parts)
         .decide_and_journal(vec![ops])
         .into_iter()
         .next()

@@ -9,6 +9,7 @@
 mod sequence;
 mod sim_disk;
 
+pub use crate::storage::{Backend, MemoryBackend, StorageRole};
 pub use sequence::{
     Divergence, Harness, HarnessStats, KEYS, LEASES, SCOPES, START, Step, small_store,
 };

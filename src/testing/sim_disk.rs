@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use redb::StorageBackend;
 
-use crate::config::{StorageRole, StoreBuilder};
+use crate::config::StoreBuilder;
 use crate::error::Result;
+use crate::storage::{Backend, StorageRole};
 use crate::store::Store;
 
 /// The unit a disk writes atomically: a write is torn only at these boundaries.
@@ -448,7 +448,7 @@ fn role_index(role: StorageRole) -> usize {
     }
 }
 
-/// One file of a [`SimStorage`], as a redb storage backend.
+/// One file of a [`SimStorage`], as a store's storage.
 #[derive(Debug)]
 pub struct FaultyBackend {
     disk: SimStorage,
@@ -456,7 +456,7 @@ pub struct FaultyBackend {
     generation: u64,
 }
 
-impl StorageBackend for FaultyBackend {
+impl Backend for FaultyBackend {
     fn len(&self) -> io::Result<u64> {
         self.disk.check_alive(self.generation)?;
         Ok(self.disk.inner.files.lock()[self.file].live.len() as u64)

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idemdb::redb::StorageBackend;
-use idemdb::redb::backends::InMemoryBackend;
-use idemdb::{Begin, Claim, Fingerprint, ManualClock, StorageRole, Store, StoreBuilder, Timestamp};
+use idemdb::testing::{Backend, MemoryBackend, StorageRole};
+use idemdb::{Begin, Claim, Fingerprint, ManualClock, Store, StoreBuilder, Timestamp};
 use parking_lot::{Condvar, Mutex};
 
 /// A fixed starting instant, far from the epoch.
@@ -76,7 +75,7 @@ pub fn replay(begin: Begin) -> Vec<u8> {
 /// An in-memory redb backend whose `sync_data` can be held closed, to stall commits.
 #[derive(Debug)]
 pub struct GatedBackend {
-    inner: Arc<InMemoryBackend>,
+    inner: MemoryBackend,
     gate: Arc<Gate>,
 }
 
@@ -109,7 +108,7 @@ impl Gate {
     }
 }
 
-impl StorageBackend for GatedBackend {
+impl Backend for GatedBackend {
     fn len(&self) -> std::io::Result<u64> {
         self.inner.len()
     }
@@ -138,23 +137,23 @@ impl StorageBackend for GatedBackend {
 
 /// Storage for both roles of a store on custom backends.
 pub struct Memories {
-    pub database: Arc<InMemoryBackend>,
-    pub journal: Arc<InMemoryBackend>,
+    pub database: MemoryBackend,
+    pub journal: MemoryBackend,
 }
 
 impl Memories {
     pub fn new() -> Memories {
         Memories {
-            database: Arc::new(InMemoryBackend::new()),
-            journal: Arc::new(InMemoryBackend::new()),
+            database: MemoryBackend::new(),
+            journal: MemoryBackend::new(),
         }
     }
 
-    pub fn of(&self, role: StorageRole) -> Arc<InMemoryBackend> {
-        Arc::clone(match role {
-            StorageRole::Database => &self.database,
-            StorageRole::Journal => &self.journal,
-        })
+    pub fn of(&self, role: StorageRole) -> MemoryBackend {
+        match role {
+            StorageRole::Database => self.database.clone(),
+            StorageRole::Journal => self.journal.clone(),
+        }
     }
 }
 
@@ -191,7 +190,7 @@ pub const FAULT_EIO: u8 = 2;
 /// An in-memory redb backend that injects the fault its switch names.
 #[derive(Debug)]
 pub struct FailingBackend {
-    inner: Arc<InMemoryBackend>,
+    inner: MemoryBackend,
     fault: Arc<std::sync::atomic::AtomicU8>,
 }
 
@@ -209,7 +208,7 @@ impl FailingBackend {
     }
 }
 
-impl StorageBackend for FailingBackend {
+impl Backend for FailingBackend {
     fn len(&self) -> std::io::Result<u64> {
         self.inner.len()
     }

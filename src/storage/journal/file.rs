@@ -7,17 +7,8 @@ use std::path::{Path, PathBuf};
 
 use redb::StorageBackend;
 
-/// The journal file of the store at `store`: the same path with `-journal` appended. A
-/// store is this file and its journal; copy both (with the store closed) to back it up.
-///
-/// ```
-/// use std::path::Path;
-/// assert_eq!(
-///     idemdb::journal_path(Path::new("/var/lib/app/keys.idemdb")),
-///     Path::new("/var/lib/app/keys.idemdb-journal")
-/// );
-/// ```
-pub fn journal_path(store: &Path) -> PathBuf {
+/// The journal file of the store at `store`: the same path with `-journal` appended.
+pub(crate) fn journal_path(store: &Path) -> PathBuf {
     let mut name = store.as_os_str().to_owned();
     name.push("-journal");
     PathBuf::from(name)

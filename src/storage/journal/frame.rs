@@ -46,7 +46,7 @@ pub(crate) struct FrameHeader {
 }
 
 /// One change in a frame: the record stored under `key` is now `value` (`None`: deleted).
-pub(crate) type Change = (Vec<u8>, Option<Vec<u8>>);
+pub(crate) type FrameEntry = (Vec<u8>, Option<Vec<u8>>);
 
 /// `n` rounded up to a whole number of frame sectors.
 pub(crate) fn align(n: u64) -> u64 {
@@ -159,7 +159,7 @@ pub(crate) fn encode_changes<'a>(
 }
 
 /// Decodes a frame payload; an error names what is malformed.
-pub(crate) fn decode_changes(payload: &[u8]) -> Result<Vec<Change>, &'static str> {
+pub(crate) fn decode_changes(payload: &[u8]) -> Result<Vec<FrameEntry>, &'static str> {
     let mut rest = payload;
     let mut take = |n: usize| -> Result<&[u8], &'static str> {
         if rest.len() < n {
@@ -241,7 +241,7 @@ pub(crate) fn parse_file_header(bytes: &[u8]) -> Result<FileHeader, &'static str
 mod tests {
     use super::*;
 
-    fn changes() -> Vec<Change> {
+    fn changes() -> Vec<FrameEntry> {
         vec![
             (b"\x01akey".to_vec(), Some(b"record bytes".to_vec())),
             (b"\x01bother".to_vec(), None),
@@ -249,7 +249,7 @@ mod tests {
         ]
     }
 
-    fn payload(changes: &[Change]) -> Vec<u8> {
+    fn payload(changes: &[FrameEntry]) -> Vec<u8> {
         let mut out = Vec::new();
         encode_changes(
             changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),

@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use redb::StorageBackend;
 
 use crate::error::{Error, Result};
-use frame::{Change, FILE_HEADER_LEN, FRAME_ALIGN, FileHeader, FrameKind, HEADER_LEN};
+use frame::{FILE_HEADER_LEN, FRAME_ALIGN, FileHeader, FrameEntry, FrameKind, HEADER_LEN};
 
 /// The journal grows its file by this much at a time (zero-filled, then synced with the
 /// next commit).
@@ -57,7 +57,7 @@ pub(crate) enum AppendError {
 /// Frames found by recovery, in LSN order, and where appending resumes.
 #[derive(Debug)]
 pub(crate) struct Recovered {
-    pub(crate) frames: Vec<(u64, Vec<Change>)>,
+    pub(crate) frames: Vec<(u64, Vec<FrameEntry>)>,
     pub(crate) last_lsn: u64,
     pub(crate) head: u64,
 }

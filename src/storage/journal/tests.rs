@@ -5,9 +5,9 @@ use std::sync::Arc;
 use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
 
-use super::frame::{self, Change, FILE_HEADER_LEN};
+use super::frame::{self, FILE_HEADER_LEN, FrameEntry};
 use super::*;
-use crate::config::SharedBackend;
+use crate::storage::backend::SharedBackend;
 
 fn memory() -> Arc<InMemoryBackend> {
     Arc::new(InMemoryBackend::new())
@@ -17,7 +17,7 @@ fn io(m: &Arc<InMemoryBackend>) -> Box<dyn StorageBackend> {
     Box::new(SharedBackend(Arc::clone(m)))
 }
 
-fn payload(tag: u64, size: usize) -> (Vec<u8>, Vec<Change>) {
+fn payload(tag: u64, size: usize) -> (Vec<u8>, Vec<FrameEntry>) {
     let changes = vec![(tag.to_le_bytes().to_vec(), Some(vec![tag as u8; size]))];
     let mut out = Vec::new();
     frame::encode_changes(

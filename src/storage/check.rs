@@ -1,0 +1,286 @@
+//! The integrity check of the tables: every record must decode, carry a framed key, sit in
+//! its generation's key filter and in no other generation, and be indexed for expiry where
+//! it expires; every expiry-index entry must match its record. Used offline by
+//! `maintenance::check` and online by [`Engine::check`](crate::storage::Engine::check).
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::key::split_storage_key;
+use crate::storage::generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
+use crate::storage::open::{OpenOptions, Opener, corrupt_from_panic};
+use crate::storage::tables::{EXPIRY, index_key, split_index_key};
+use crate::time::Timestamp;
+
+/// How many problems a [`CheckReport`] lists; it counts all of them.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
+
+/// A kind of problem [`check`](crate::maintenance::check) can find above the page level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A record's bytes do not decode: `begin`, `get` and scans report it as corrupt.
+    UndecodableRecord,
+    /// A record's storage key is not a framed (scope, key) pair.
+    MalformedKey,
+    /// An expiry-index entry too short to hold an instant.
+    MalformedIndexEntry,
+    /// An expiry-index entry whose record is missing or sweeps at another instant: harmless
+    /// (the sweeper skips it), but a sign of damage.
+    DanglingIndexEntry,
+    /// A record that should expire but has no expiry-index entry: the sweeper will never
+    /// delete it (it still counts as absent once expired).
+    UnindexedRecord,
+    /// A key held by more than one generation of the records table: which record a read
+    /// finds is then arbitrary.
+    DuplicateRecord,
+    /// A record its generation's key filter does not hold: a lookup of its key may miss it
+    /// and treat the key as new.
+    UnfilteredRecord,
+}
+
+impl ProblemKind {
+    /// A short lower-case name, e.g. `undecodable_record`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::UndecodableRecord => "undecodable_record",
+            ProblemKind::MalformedKey => "malformed_key",
+            ProblemKind::MalformedIndexEntry => "malformed_index_entry",
+            ProblemKind::DanglingIndexEntry => "dangling_index_entry",
+            ProblemKind::UnindexedRecord => "unindexed_record",
+            ProblemKind::DuplicateRecord => "duplicate_record",
+            ProblemKind::UnfilteredRecord => "unfiltered_record",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found by [`check`](crate::maintenance::check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What kind of problem.
+    pub kind: ProblemKind,
+    /// Where and what, in words.
+    pub detail: String,
+}
+
+/// What [`check`](crate::maintenance::check) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// The file checked.
+    pub path: PathBuf,
+    /// Records read (expired ones included).
+    pub records: u64,
+    /// Expiry-index entries read.
+    pub index_entries: u64,
+    /// How many problems were found in all.
+    pub problem_count: u64,
+    /// The first [`MAX_LISTED_PROBLEMS`] problems.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    pub(crate) fn new(path: PathBuf) -> CheckReport {
+        CheckReport {
+            path,
+            records: 0,
+            index_entries: 0,
+            problem_count: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Whether the file is sound: its pages verified (or [`check`](crate::maintenance::check) would have failed), and
+    /// no problem in the records or the index.
+    pub fn is_healthy(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn add(&mut self, kind: ProblemKind, detail: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_LISTED_PROBLEMS {
+            self.problems.push(Problem { kind, detail });
+        }
+    }
+}
+
+/// Runs `f`, reporting a panic inside redb (damaged data) as [`Error::Corrupt`].
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
+}
+
+/// Opens the database file at `path` (which nothing else holds) with every page verified,
+/// and checks its tables.
+pub(crate) fn check_file(path: &Path, cache_size: usize) -> Result<CheckReport> {
+    let db = open_verified(path, cache_size)?;
+    let mut report = CheckReport::new(path.to_owned());
+    guarded(|| check_tables(&db, &mut report))?;
+    db.close().map_err(Error::from_redb)?;
+    Ok(report)
+}
+
+/// Opens the database file at `path` for offline work, verifying every page checksum first
+/// (and rolling back what a crash left unfinished), so damaged pages are a typed error
+/// before anything reads the trees.
+pub(crate) fn open_verified(path: &Path, cache_size: usize) -> Result<redb::Database> {
+    Opener::file(
+        path.to_owned(),
+        OpenOptions {
+            cache_size,
+            verify: true,
+            create: false,
+        },
+    )
+    .open_database()
+}
+
+pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
+    // The filters come from the same snapshot as the tables: a fold committing meanwhile
+    // (an online check) must not make them disagree.
+    let txn = db.begin_read().map_err(Error::from_redb)?;
+    let filters = Filters::load_from(&txn, DEFAULT_GENERATION_KEYS)?;
+    let records = RecordsView::open(&txn, &filters)?;
+    let expiry = txn.open_table(EXPIRY).map_err(Error::from_redb)?;
+
+    for (generation, table) in records.tables() {
+        for entry in table.iter().map_err(Error::from_redb)? {
+            let (key, value) = entry.map_err(Error::from_redb)?;
+            check_record(
+                &records,
+                &expiry,
+                generation,
+                key.value(),
+                value.value(),
+                report,
+            )?;
+        }
+    }
+
+    for entry in expiry.iter().map_err(Error::from_redb)? {
+        let (index, _) = entry.map_err(Error::from_redb)?;
+        let index = index.value();
+        report.index_entries += 1;
+        let Some((at, key)) = split_index_key(index) else {
+            report.add(
+                ProblemKind::MalformedIndexEntry,
+                format!("expiry-index entry {} is too short", hex_preview(index)),
+            );
+            continue;
+        };
+        let matches = match records.get(key)? {
+            // An undecodable record was reported above.
+            Some(value) => codec::decode(&value)
+                .map(|r| r.sweep_at() == Some(at))
+                .unwrap_or(true),
+            None => false,
+        };
+        if !matches {
+            report.add(
+                ProblemKind::DanglingIndexEntry,
+                format!(
+                    "expiry-index entry at {} for {} matches no record",
+                    Timestamp::as_millis(at),
+                    describe_key(key)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks one stored record: its key, its bytes, that no other generation holds its key,
+/// and its expiry-index entry.
+fn check_record(
+    records: &RecordsView,
+    expiry: &redb::ReadOnlyTable<&'static [u8], ()>,
+    generation: u64,
+    key: &[u8],
+    value: &[u8],
+    report: &mut CheckReport,
+) -> Result<()> {
+    report.records += 1;
+    // With every key in its own generation's filter, the filtered lookups below are exact.
+    if !records.filter_holds(generation, key) {
+        report.add(
+            ProblemKind::UnfilteredRecord,
+            format!(
+                "{} in generation {generation} is missing from its key filter",
+                describe_key(key)
+            ),
+        );
+    }
+    if records.holders(key)? > 1 {
+        report.add(
+            ProblemKind::DuplicateRecord,
+            format!(
+                "{} in generation {generation} is also held by another",
+                describe_key(key)
+            ),
+        );
+    }
+
+    let Some((scope, name)) = split_storage_key(key) else {
+        report.add(
+            ProblemKind::MalformedKey,
+            format!("record key {} is not a (scope, key) pair", hex_preview(key)),
+        );
+        return Ok(());
+    };
+    let record = match codec::decode(value) {
+        Ok(record) => record,
+        Err(e) => {
+            report.add(
+                ProblemKind::UndecodableRecord,
+                format!("scope {scope:?} key {name:?}: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    if let Some(at) = record.sweep_at() {
+        let index = index_key(at, key);
+        if expiry
+            .get(index.as_slice())
+            .map_err(Error::from_redb)?
+            .is_none()
+        {
+            report.add(
+                ProblemKind::UnindexedRecord,
+                format!(
+                    "scope {scope:?} key {name:?}: no expiry-index entry for {}",
+                    at.as_millis()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn describe_key(key: &[u8]) -> String {
+    match split_storage_key(key) {
+        Some((scope, name)) => format!("scope {scope:?} key {name:?}"),
+        None => hex_preview(key),
+    }
+}
+
+fn hex_preview(bytes: &[u8]) -> String {
+    let mut out = String::from("0x");
+    for b in bytes.iter().take(32) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    if bytes.len() > 32 {
+        out.push('…');
+    }
+    out
+}
