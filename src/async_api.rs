@@ -10,7 +10,9 @@
 //!
 //! Cancellation: dropping a `begin_async` future after it asked for the claim does not
 //! leave the key held by nobody. The answer is awaited on a thread of its own and a claim
-//! it brings is abandoned at once, as a dropped [`Claim`] is.
+//! it brings is released: its caller never saw it, so nothing was done under it, and the
+//! next request executes at once. A [`Claim`] an async caller drops is abandoned, as a
+//! blocking one is (its outcome is unknown), on a thread of its own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -163,7 +165,7 @@ impl Store {
 }
 
 /// A claim asked of the engine for an async `begin`. Dropped before the answer came, it
-/// hands the answer to a thread of its own, which abandons the claim if one was made.
+/// hands the answer to a thread of its own, which releases the claim if one was made.
 struct Claiming {
     pending: Option<Applying>,
     store: Store,
@@ -204,12 +206,13 @@ impl Drop for Claiming {
             let Some(Ok(outcome)) = block_on(pending).pop() else {
                 return;
             };
-            // A claim made for a caller that is gone: dropping it abandons it (on this
-            // thread), and the slot's waiters wake.
+            // A claim made for a caller that is gone, and so never used: free the key (a
+            // failed release abandons it), then the slot's waiters wake.
             if let Ok(Begin::Execute(claim)) =
                 store.finish_begin(outcome, &storage_key, fingerprint, slot)
+                && let Err(error) = claim.release()
             {
-                drop(claim);
+                tracing::warn!(%error, "releasing the claim of a cancelled begin failed");
             }
         });
     }
