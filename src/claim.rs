@@ -29,6 +29,8 @@ pub struct Claim {
     // so waiters in this process wake to the final state.
     _slot: Option<SlotGuard>,
     ended: bool,
+    /// Made by an async `begin`: a drop must not wait for the abandonment's commit.
+    asynchronous: bool,
 }
 
 impl fmt::Debug for Claim {
@@ -126,7 +128,14 @@ impl Claim {
             execution,
             _slot: slot,
             ended: false,
+            asynchronous: false,
         }
+    }
+
+    /// Marks a claim made for an async caller (see `Drop`).
+    pub(crate) fn into_asynchronous(mut self) -> Claim {
+        self.asynchronous = true;
+        self
     }
 
     /// The claim's id.
@@ -188,28 +197,68 @@ impl Claim {
             .apply_one(self.storage_key.clone(), op)
     }
 
+    /// [`apply`](Self::apply) for an async caller: awaits the writer.
+    async fn submit(&self, op: Operation) -> Result<Outcome> {
+        self.store.inner.check_open()?;
+        self.store
+            .inner
+            .engine
+            .submit_one(self.storage_key.clone(), op)
+            .await
+    }
+
     /// Stores `response` as the request's outcome; every later `begin` with this key and
     /// fingerprint replays it. Durable when this returns (with the default durability).
     ///
     /// On failure the record stays in flight — it never turns into a fresh execution for
     /// someone else — and the claim comes back in the error when completing may still work.
-    pub fn complete(mut self, response: impl AsRef<[u8]>) -> Result<Completion, CompleteError> {
-        let response = response.as_ref();
+    pub fn complete(self, response: impl AsRef<[u8]>) -> Result<Completion, CompleteError> {
+        let op = match self.complete_op(response.as_ref()) {
+            Ok(op) => op,
+            Err(error) => return Err(self.keep(error)),
+        };
+        let outcome = self.apply(op);
+        self.settle_complete(outcome)
+    }
+
+    /// [`complete`](Self::complete) for async callers: the commit is awaited, no thread
+    /// waits for it.
+    pub async fn complete_async(
+        self,
+        response: impl AsRef<[u8]>,
+    ) -> Result<Completion, CompleteError> {
+        let op = match self.complete_op(response.as_ref()) {
+            Ok(op) => op,
+            Err(error) => return Err(self.keep(error)),
+        };
+        let outcome = self.submit(op).await;
+        self.settle_complete(outcome)
+    }
+
+    fn complete_op(&self, response: &[u8]) -> Result<Operation> {
         let limit = self.store.max_response_size();
         if response.len() > limit {
-            return Err(CompleteError {
-                error: Error::ResponseTooLarge {
-                    size: response.len(),
-                    limit,
-                },
-                claim: Some(Box::new(self)),
+            return Err(Error::ResponseTooLarge {
+                size: response.len(),
+                limit,
             });
         }
-        let op = Operation::Complete {
+        Ok(Operation::Complete {
             claim: self.execution.claim,
             response: response.to_vec(),
-        };
-        match self.apply(op) {
+        })
+    }
+
+    /// A failed completion that leaves the claim usable: it goes back to the caller.
+    fn keep(self, error: Error) -> CompleteError {
+        CompleteError {
+            error,
+            claim: Some(Box::new(self)),
+        }
+    }
+
+    fn settle_complete(mut self, outcome: Result<Outcome>) -> Result<Completion, CompleteError> {
+        match outcome {
             Ok(Outcome::Completed {
                 completed_at,
                 expires_at,
@@ -229,25 +278,33 @@ impl Claim {
                     claim: None,
                 })
             }
-            Ok(other) => Err(CompleteError {
-                error: Error::Internal {
-                    detail: format!("unexpected outcome {other:?} for complete"),
-                },
-                claim: Some(Box::new(self)),
-            }),
-            Err(error) => Err(CompleteError {
-                error,
-                claim: Some(Box::new(self)),
-            }),
+            Ok(other) => Err(self.keep(Error::Internal {
+                detail: format!("unexpected outcome {other:?} for complete"),
+            })),
+            Err(error) => Err(self.keep(error)),
         }
     }
 
     /// The operation did not happen (and will not): free the key, so a retry executes it.
     /// If this fails the claim is abandoned instead.
-    pub fn release(mut self) -> Result<()> {
-        let outcome = self.apply(Operation::Release {
+    pub fn release(self) -> Result<()> {
+        let outcome = self.apply(self.release_op());
+        self.settle_release(outcome)
+    }
+
+    /// [`release`](Self::release) for async callers.
+    pub async fn release_async(self) -> Result<()> {
+        let outcome = self.submit(self.release_op()).await;
+        self.settle_release(outcome)
+    }
+
+    fn release_op(&self) -> Operation {
+        Operation::Release {
             claim: self.execution.claim,
-        });
+        }
+    }
+
+    fn settle_release(mut self, outcome: Result<Outcome>) -> Result<()> {
         match outcome? {
             Outcome::Released => {
                 self.ended = true;
@@ -271,10 +328,25 @@ impl Claim {
         self.abandon_now()
     }
 
+    /// [`abandon`](Self::abandon) for async callers.
+    pub async fn abandon_async(mut self) -> Result<()> {
+        self.ended = true;
+        let outcome = self.submit(self.abandon_op()).await;
+        self.settle_abandon(outcome)
+    }
+
     fn abandon_now(&self) -> Result<()> {
-        match self.apply(Operation::Abandon {
+        self.settle_abandon(self.apply(self.abandon_op()))
+    }
+
+    fn abandon_op(&self) -> Operation {
+        Operation::Abandon {
             claim: self.execution.claim,
-        })? {
+        }
+    }
+
+    fn settle_abandon(&self, outcome: Result<Outcome>) -> Result<()> {
+        match outcome? {
             Outcome::AbandonRecorded => {
                 let counters = &self.store.inner.counters;
                 counters.abandons.fetch_add(1, Ordering::Relaxed);
@@ -290,10 +362,25 @@ impl Claim {
     /// Sets the lease to end `lease` from now, for an operation that runs longer than its
     /// lease. Returns the new end.
     pub fn extend_lease(&mut self, lease: Duration) -> Result<Timestamp> {
-        match self.apply(Operation::ExtendLease {
+        let outcome = self.apply(self.extend_lease_op(lease));
+        self.settle_extend_lease(outcome)
+    }
+
+    /// [`extend_lease`](Self::extend_lease) for async callers.
+    pub async fn extend_lease_async(&mut self, lease: Duration) -> Result<Timestamp> {
+        let outcome = self.submit(self.extend_lease_op(lease)).await;
+        self.settle_extend_lease(outcome)
+    }
+
+    fn extend_lease_op(&self, lease: Duration) -> Operation {
+        Operation::ExtendLease {
             claim: self.execution.claim,
             lease,
-        })? {
+        }
+    }
+
+    fn settle_extend_lease(&mut self, outcome: Result<Outcome>) -> Result<Timestamp> {
+        match outcome? {
             Outcome::LeaseExtended { lease_until } => {
                 self.execution.lease_until = lease_until;
                 Ok(lease_until)
@@ -323,6 +410,22 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if self.ended {
+            return;
+        }
+        if self.asynchronous {
+            // Dropped on an async caller's thread, which must not wait for a commit: the
+            // abandonment (and its warning, should it fail) goes to a thread of its own.
+            let claim = Claim {
+                store: self.store.clone(),
+                storage_key: std::mem::take(&mut self.storage_key),
+                fingerprint: self.fingerprint,
+                execution: self.execution.clone(),
+                _slot: self._slot.take(),
+                ended: false,
+                asynchronous: false,
+            };
+            self.ended = true;
+            crate::detached::finish_off_thread("idemdb-abandon", move || drop(claim));
             return;
         }
         if let Err(error) = self.abandon_now() {

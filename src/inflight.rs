@@ -16,11 +16,17 @@
 //! The map is an optimisation of waiting, not the source of exclusivity: the writer decides
 //! every claim against the durable record, so two callers asking at once can never both
 //! execute a key.
+//!
+//! Async callers wait for the same slots as futures ([`InflightMap::enter_async`]): a slot
+//! that changes wakes their tasks as well as the threads on its condition variable.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::fingerprint::Fingerprint;
@@ -40,6 +46,9 @@ pub(crate) struct InflightMap {
 struct Slot {
     state: Mutex<SlotState>,
     changed: Condvar,
+    /// Async callers waiting for the state to change. A waiter registers before it reads
+    /// the state, and a change is made before these are woken, so no change goes unseen.
+    tasks: Mutex<Vec<Waker>>,
     /// Another caller has put a slot on top of this one since (under the stripe's lock).
     overtaken: AtomicBool,
 }
@@ -88,30 +97,60 @@ impl InflightMap {
         fingerprint: Fingerprint,
         deadline: Instant,
     ) -> Entry {
-        let slot = {
-            let mut stripe = self.stripe(key).lock();
-            match stripe.get(key).and_then(|slots| slots.last()) {
-                Some(newest) => Arc::clone(newest),
-                None => return Entry::Vacant(self.push(&mut stripe, key)),
-            }
+        let slot = match self.newest_or_take(key) {
+            Ok(slot) => slot,
+            Err(vacant) => return Entry::Vacant(vacant),
         };
         // The stripe is unlocked while waiting: other keys of the stripe are not held up.
         let mut state = slot.state.lock();
-        let held_for_other = loop {
-            match *state {
-                SlotState::Done => return Entry::Released,
-                SlotState::Held(held) if held != fingerprint => break true,
-                SlotState::Held(_) | SlotState::Claiming => {}
+        let waited = loop {
+            if let Some(waited) = Waited::judge(*state, fingerprint) {
+                break waited;
             }
             if slot.changed.wait_until(&mut state, deadline).timed_out() {
-                match *state {
-                    SlotState::Done => return Entry::Released,
-                    SlotState::Held(held) => break held != fingerprint,
-                    SlotState::Claiming => break false,
-                }
+                break Waited::timed_out(*state, fingerprint);
             }
         };
         drop(state);
+        self.after_wait(key, waited)
+    }
+
+    /// [`enter`](Self::enter) for an async caller: the wait is a future, woken when the
+    /// slot changes or the deadline passes, and holds no thread.
+    pub(crate) async fn enter_async(
+        self: &Arc<Self>,
+        key: &[u8],
+        fingerprint: Fingerprint,
+        deadline: Instant,
+    ) -> Entry {
+        let slot = match self.newest_or_take(key) {
+            Ok(slot) => slot,
+            Err(vacant) => return Entry::Vacant(vacant),
+        };
+        let waited = SlotChange {
+            slot,
+            fingerprint,
+            deadline: futures_timer::Delay::new(deadline.saturating_duration_since(Instant::now())),
+        }
+        .await;
+        self.after_wait(key, waited)
+    }
+
+    /// The newest slot of the key, to wait for; or, when no one here works on it, a new
+    /// slot for the caller.
+    fn newest_or_take(self: &Arc<Self>, key: &[u8]) -> Result<Arc<Slot>, SlotGuard> {
+        let mut stripe = self.stripe(key).lock();
+        match stripe.get(key).and_then(|slots| slots.last()) {
+            Some(newest) => Ok(Arc::clone(newest)),
+            None => Err(self.push(&mut stripe, key)),
+        }
+    }
+
+    fn after_wait(self: &Arc<Self>, key: &[u8], waited: Waited) -> Entry {
+        let held_for_other = match waited {
+            Waited::Released => return Entry::Released,
+            Waited::GaveUp { held_for_other } => held_for_other,
+        };
         // This caller asks the writer too, and whoever comes next waits for its answer.
         let guard = self.push(&mut self.stripe(key).lock(), key);
         if held_for_other {
@@ -130,6 +169,7 @@ impl InflightMap {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Claiming),
             changed: Condvar::new(),
+            tasks: Mutex::new(Vec::new()),
             overtaken: AtomicBool::new(false),
         });
         match stripe.get_mut(key) {
@@ -173,9 +213,7 @@ impl SlotGuard {
 
     /// The claim is durable: waiters with another fingerprint can stop waiting (conflict).
     pub(crate) fn hold(&self, fingerprint: Fingerprint) {
-        let mut state = self.slot.state.lock();
-        *state = SlotState::Held(fingerprint);
-        self.slot.changed.notify_all();
+        self.slot.set(SlotState::Held(fingerprint));
     }
 }
 
@@ -192,9 +230,90 @@ impl Drop for SlotGuard {
                 }
             }
         }
-        let mut state = self.slot.state.lock();
-        *state = SlotState::Done;
-        self.slot.changed.notify_all();
+        self.slot.set(SlotState::Done);
+    }
+}
+
+impl Slot {
+    /// Changes the state and wakes every waiter, threads and tasks.
+    fn set(&self, to: SlotState) {
+        {
+            let mut state = self.state.lock();
+            *state = to;
+            self.changed.notify_all();
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            task.wake();
+        }
+    }
+}
+
+/// How waiting for another caller's slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The holder is done: look again.
+    Released,
+    /// Stop waiting and ask the writer: the key is held for another request, or the wait
+    /// ran out.
+    GaveUp { held_for_other: bool },
+}
+
+impl Waited {
+    /// Whether a waiter can stop on seeing `state` (before its deadline).
+    fn judge(state: SlotState, fingerprint: Fingerprint) -> Option<Waited> {
+        match state {
+            SlotState::Done => Some(Waited::Released),
+            SlotState::Held(held) if held != fingerprint => Some(Waited::GaveUp {
+                held_for_other: true,
+            }),
+            SlotState::Held(_) | SlotState::Claiming => None,
+        }
+    }
+
+    /// How a wait whose deadline passed ends, seeing `state`.
+    fn timed_out(state: SlotState, fingerprint: Fingerprint) -> Waited {
+        match state {
+            SlotState::Done => Waited::Released,
+            SlotState::Held(held) => Waited::GaveUp {
+                held_for_other: held != fingerprint,
+            },
+            SlotState::Claiming => Waited::GaveUp {
+                held_for_other: false,
+            },
+        }
+    }
+}
+
+/// An async wait for a slot to change, or for the deadline.
+struct SlotChange {
+    slot: Arc<Slot>,
+    fingerprint: Fingerprint,
+    deadline: futures_timer::Delay,
+}
+
+impl Future for SlotChange {
+    type Output = Waited;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Waited> {
+        // Registered before the state is read: a change after the read wakes this task.
+        {
+            let mut tasks = self.slot.tasks.lock();
+            if !tasks.iter().any(|task| task.will_wake(cx.waker())) {
+                tasks.push(cx.waker().clone());
+            }
+        }
+        let state = *self.slot.state.lock();
+        if let Some(waited) = Waited::judge(state, self.fingerprint) {
+            return Poll::Ready(waited);
+        }
+        match Pin::new(&mut self.deadline).poll(cx) {
+            Poll::Ready(()) => {
+                let state = *self.slot.state.lock();
+                Poll::Ready(Waited::timed_out(state, self.fingerprint))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

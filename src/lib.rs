@@ -22,6 +22,10 @@
 //!
 //! [`Store::run`] wraps the whole cycle in one call.
 //!
+//! Async services use the async forms ([`Store::begin_async`], [`Claim::complete_async`],
+//! [`Store::run_async`], ...): commits are awaited, never waited for on a runtime thread,
+//! on any async runtime.
+//!
 //! ## Quick start
 //!
 //! ```
@@ -89,12 +93,14 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+mod async_api;
 mod begin;
 pub mod canonical_json;
 mod claim;
 mod codec;
 mod config;
 mod decision;
+mod detached;
 mod error;
 mod fingerprint;
 #[cfg(feature = "fuzzing")]

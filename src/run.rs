@@ -1,7 +1,7 @@
 //! The closure helper: `begin`, execute, `complete`, in one call.
 
 use crate::begin::{Begin, BeginOptions};
-use crate::claim::Claim;
+use crate::claim::{Claim, Completion};
 use crate::decision::{Abandoned, Conflict, InProgress};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
@@ -91,36 +91,55 @@ impl Store {
         options: &BeginOptions,
         operation: impl FnOnce(&Claim) -> Result<Vec<u8>, E>,
     ) -> Result<RunOutcome, RunError<E>> {
-        match self.begin_with(scope, key, fingerprint, options)? {
-            Begin::Execute(claim) => {
-                let recovery = claim.is_recovery();
-                match operation(&claim) {
-                    Ok(response) => {
-                        let completion = claim.complete(&response).map_err(Error::from)?;
-                        Ok(RunOutcome {
-                            response,
-                            replayed: false,
-                            recovery,
-                            expires_at: completion.expires_at,
-                        })
-                    }
-                    Err(e) => {
-                        if let Err(error) = claim.release() {
-                            tracing::warn!(%error, "releasing after a failed operation failed");
-                        }
-                        Err(RunError::Failed(e))
-                    }
-                }
+        let claim =
+            match RunOutcome::claim_or_answer(self.begin_with(scope, key, fingerprint, options)?) {
+                Ok(claim) => claim,
+                Err(answer) => return answer,
+            };
+        let recovery = claim.is_recovery();
+        match operation(&claim) {
+            Ok(response) => {
+                let completion = claim.complete(&response).map_err(Error::from)?;
+                Ok(RunOutcome::ran(response, recovery, completion))
             }
-            Begin::Replay(r) => Ok(RunOutcome {
+            Err(e) => {
+                if let Err(error) = claim.release() {
+                    tracing::warn!(%error, "releasing after a failed operation failed");
+                }
+                Err(RunError::Failed(e))
+            }
+        }
+    }
+}
+
+impl RunOutcome {
+    /// The response of an operation that ran now.
+    pub(crate) fn ran(response: Vec<u8>, recovery: bool, completion: Completion) -> RunOutcome {
+        RunOutcome {
+            response,
+            replayed: false,
+            recovery,
+            expires_at: completion.expires_at,
+        }
+    }
+
+    /// The claim of a `begin` that lets the operation run; otherwise the run's answer: a
+    /// replay, or why not.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn claim_or_answer<E>(
+        begin: Begin,
+    ) -> Result<Claim, Result<RunOutcome, RunError<E>>> {
+        match begin {
+            Begin::Execute(claim) => Ok(claim),
+            Begin::Replay(r) => Err(Ok(RunOutcome {
                 response: r.response,
                 replayed: true,
                 recovery: false,
                 expires_at: r.expires_at,
-            }),
-            Begin::Conflict(c) => Err(RunError::Conflict(c)),
-            Begin::InProgress(p) => Err(RunError::InProgress(p)),
-            Begin::Abandoned(a) => Err(RunError::Abandoned(a)),
+            })),
+            Begin::Conflict(c) => Err(Err(RunError::Conflict(c))),
+            Begin::InProgress(p) => Err(Err(RunError::InProgress(p))),
+            Begin::Abandoned(a) => Err(Err(RunError::Abandoned(a))),
         }
     }
 }

@@ -56,7 +56,7 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) settings: Settings,
-    inflight: Arc<InflightMap>,
+    pub(crate) inflight: Arc<InflightMap>,
     pub(crate) counters: Arc<Counters>,
     sweeper: Mutex<Option<Sweeper>>,
     closed: AtomicBool,
@@ -176,18 +176,13 @@ impl Store {
             if let Some(answer) = inner.answer_from_read(&storage_key, &spec)? {
                 return self.finish_begin(answer, &storage_key, fingerprint, None);
             }
-            let (slot, vacant) = match inner.inflight.enter(&storage_key, fingerprint, deadline) {
-                Entry::Released => continue,
-                Entry::Vacant(slot) => (slot, true),
-                // With another caller here at work on the key, the writer decides against the
-                // durable record all the same: in-progress or conflict with the holder's details.
-                Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) => (slot, false),
+            let entry = inner.inflight.enter(&storage_key, fingerprint, deadline);
+            let Some((slot, vacant)) = slot_to_claim_with(entry) else {
+                continue;
             };
-            let mut spec = spec.clone();
-            spec.claim = inner.next_claim_id();
             let outcome = inner
                 .engine
-                .apply_one(storage_key.clone(), Operation::Claim(spec))?;
+                .apply_one(storage_key.clone(), inner.claim_op(&spec))?;
             // Another caller here asked at the same time (its wait ran out) and won: look
             // again, and wait for it if it still holds the key.
             if vacant && matches!(outcome, Outcome::InProgress(_)) && slot.overtaken() {
@@ -197,7 +192,7 @@ impl Store {
         }
     }
 
-    fn finish_begin(
+    pub(crate) fn finish_begin(
         &self,
         outcome: Outcome,
         storage_key: &[u8],
@@ -258,10 +253,7 @@ impl Store {
     /// a bug). Returns whether a live record was there. A claim that held it can no longer
     /// complete.
     pub fn delete(&self, scope: &str, key: &str) -> Result<bool> {
-        match self.apply_keyed(scope, key, Operation::Delete)? {
-            Outcome::Deleted { existed } => Ok(existed),
-            other => Err(unexpected(other)),
-        }
+        deleted(self.apply_keyed(scope, key, Operation::Delete)?)
     }
 
     /// Declares the claim `claim` on (scope, key) abandoned, ending its lease now: for a
@@ -303,6 +295,19 @@ impl Store {
         inner.check_open()?;
         let storage_key = inner.storage_key(scope, key)?;
         inner.engine.apply_one(storage_key, op)
+    }
+
+    /// [`apply_keyed`](Self::apply_keyed) for an async caller.
+    pub(crate) async fn submit_keyed(
+        &self,
+        scope: &str,
+        key: &str,
+        op: Operation,
+    ) -> Result<Outcome> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let storage_key = inner.storage_key(scope, key)?;
+        inner.engine.submit_one(storage_key, op).await
     }
 
     /// Takes back a claim detached with [`Claim::detach`] (possibly by another process
@@ -433,6 +438,26 @@ impl Store {
     }
 }
 
+/// What a `begin` does after the in-flight map: ask the writer, holding this slot (and
+/// whether the key was vacant here), or, `None`, look again.
+pub(crate) fn slot_to_claim_with(entry: Entry) -> Option<(SlotGuard, bool)> {
+    match entry {
+        Entry::Released => None,
+        Entry::Vacant(slot) => Some((slot, true)),
+        // With another caller here at work on the key, the writer decides against the
+        // durable record all the same: in-progress or conflict with the holder's details.
+        Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) => Some((slot, false)),
+    }
+}
+
+/// The answer of a delete.
+pub(crate) fn deleted(outcome: Outcome) -> Result<bool> {
+    match outcome {
+        Outcome::Deleted { existed } => Ok(existed),
+        other => Err(unexpected(other)),
+    }
+}
+
 fn unexpected(outcome: Outcome) -> Error {
     Error::Internal {
         detail: format!("unexpected outcome {outcome:?}"),
@@ -457,7 +482,7 @@ impl Inner {
         Ok(())
     }
 
-    fn storage_key(&self, scope: &str, key: &str) -> Result<Vec<u8>> {
+    pub(crate) fn storage_key(&self, scope: &str, key: &str) -> Result<Vec<u8>> {
         validate_scope(scope).map_err(Error::InvalidScope)?;
         let key = self
             .settings
@@ -465,6 +490,13 @@ impl Inner {
             .validate(key)
             .map_err(Error::InvalidKey)?;
         Ok(storage_key(scope, &key))
+    }
+
+    /// The claim operation of one attempt of a `begin`: `spec` with a fresh claim id.
+    pub(crate) fn claim_op(&self, spec: &ClaimSpec) -> Operation {
+        let mut spec = spec.clone();
+        spec.claim = self.next_claim_id();
+        Operation::Claim(spec)
     }
 
     fn next_claim_id(&self) -> ClaimId {
@@ -509,7 +541,11 @@ impl Inner {
 
     /// Answers a `begin` from the last committed record when that is final: a replay or a
     /// conflict. Anything else needs the writer.
-    fn answer_from_read(&self, storage_key: &[u8], spec: &ClaimSpec) -> Result<Option<Outcome>> {
+    pub(crate) fn answer_from_read(
+        &self,
+        storage_key: &[u8],
+        spec: &ClaimSpec,
+    ) -> Result<Option<Outcome>> {
         let Some(record) = self.engine.read(storage_key)? else {
             return Ok(None);
         };

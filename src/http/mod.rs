@@ -71,7 +71,7 @@
 //! # Outcomes the layer cannot store
 //!
 //! - **A handler that panics or whose future is dropped** leaves the outcome unknown: the
-//!   claim is abandoned (on the blocking pool, never on an async thread) and the store's
+//!   claim is abandoned (in a task of its own, awaiting the commit) and the store's
 //!   [`RecoveryPolicy`] decides what a retry gets: `TakeOver` runs it again, flagged as a
 //!   recovery in [`IdempotencyContext`]; `Strict` answers 409 `IDEMPOTENCY_ABANDONED`.
 //! - **A dropped connection** does not drop the handler by default: it runs in a task of its
@@ -105,7 +105,8 @@
 //!
 //! # Never blocking the runtime
 //!
-//! Store calls commit to disk, so each runs on tokio's blocking pool. Waiting for a
+//! Store calls use the store's async API: a commit is awaited (the store's writer thread
+//! wakes the task), so no runtime thread waits for a disk. Waiting for a
 //! request in progress holds no thread: the waiter sleeps on a notification its holder
 //! fires when it ends its claim (a holder outside this layer, such as another layer over
 //! the same store or direct [`Store`](crate::Store) calls, is polled with a back-off).

@@ -21,7 +21,7 @@ use super::problem::{Code, Refusal, problem};
 use super::request_fingerprint::fingerprint;
 use super::scope;
 use super::stored_response::{StoredResponse, end_to_end_headers};
-use super::waiting::{ClaimGuard, WaitRoom, offload};
+use super::waiting::{ClaimGuard, WaitRoom, to_completion};
 use super::{IDEMPOTENCY_EXPIRES, IDEMPOTENT_REPLAYED, IdempotencyContext, http_date};
 use crate::begin::Begin;
 use crate::decision::{Conflict, InProgress, Replay};
@@ -95,7 +95,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 
 /// The service an [`IdempotencyLayer`] wraps around an inner service.
 ///
-/// It needs a tokio runtime (store calls run on its blocking pool), as hyper and axum
+/// It needs a tokio runtime (a claim's end runs in a task of its own), as hyper and axum
 /// provide.
 #[derive(Clone)]
 pub struct IdempotencyService<S> {
@@ -450,10 +450,10 @@ async fn begin(shared: &Arc<Shared>, scope: &str, key: &str, fingerprint: Finger
     }
 }
 
-/// One `begin` on the blocking pool, without waiting in the store. An execution is wrapped
-/// in a [`ClaimGuard`] before it leaves the pool: if the request goes away before the handler
-/// starts (here, or with the answer still in the channel), dropping the guard releases the
-/// claim off the executor, since a bare claim's drop would commit on an async thread.
+/// One `begin`, without waiting in the store, in a task that runs to its end: an
+/// execution is wrapped in a [`ClaimGuard`] there, so if the request goes away before the
+/// handler starts (here, or with the answer not yet taken), dropping the guard releases
+/// the claim.
 ///
 /// The look counts as started work for the drain from before the store is asked: an
 /// execution carries the count on in its guard until its outcome is recorded.
@@ -466,32 +466,27 @@ async fn begin_once(
     let Some(started) = shared.drain.enter() else {
         return Ok(Looked::Draining);
     };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let job_shared = Arc::clone(shared);
+    let shared = Arc::clone(shared);
     let (scope, key) = (scope.to_owned(), key.to_owned());
     let options = shared.settings.options.clone().no_wait();
-    drop(tokio::task::spawn_blocking(move || {
-        let shared = job_shared;
-        let answer = shared
+    to_completion(async move {
+        let begin = shared
             .store
-            .begin_with(&scope, &key, fingerprint, &options)
-            .map(|begin| match begin {
-                Begin::Execute(claim) => Looked::Execute(ClaimGuard::new(
-                    claim,
-                    Arc::clone(&shared),
-                    scope,
-                    key,
-                    Some(started),
-                )),
-                // Nothing to finish: the look is over (the token is dropped with the closure).
-                other => Looked::Other(other),
-            });
-        // Nobody to receive it: the guard inside (if any) is dropped here, which releases it.
-        drop(reply.send(answer));
-    }));
-    answer.await.map_err(|_| Error::Internal {
-        detail: "a blocking store call did not answer".to_owned(),
-    })?
+            .begin_with_async(&scope, &key, fingerprint, &options)
+            .await?;
+        Ok(match begin {
+            Begin::Execute(claim) => Looked::Execute(ClaimGuard::new(
+                claim,
+                Arc::clone(&shared),
+                scope,
+                key,
+                Some(started),
+            )),
+            // Nothing to finish: the look is over (the token is dropped here).
+            other => Looked::Other(other),
+        })
+    })
+    .await
 }
 
 /// Runs the inner service with the claim held, and ends the claim by the response's status.
@@ -588,7 +583,7 @@ async fn store_response<E>(
     }
 }
 
-fn log_end_error(what: &str, result: Result<()>) {
+pub(crate) fn log_end_error(what: &str, result: Result<()>) {
     if let Err(error) = result {
         tracing::warn!(%error, "{what} the claim of an idempotent request failed");
     }
@@ -646,9 +641,8 @@ async fn in_progress_response(
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    let store = shared.store.clone();
-    let (scope, key) = (scope.to_owned(), key.to_owned());
-    if let Ok(Some(record)) = offload(move || store.get(&scope, &key)).await {
+    // A read of the committed record: it never waits for a writer.
+    if let Ok(Some(record)) = shared.store.get(scope, key) {
         set_expiry(&mut response, record.expires_at);
     }
     response

@@ -1,29 +1,29 @@
-//! Running store calls off the async executor, the claim held while a handler runs, and
-//! the room where duplicates of a request in progress wait for it without a thread.
+//! The claim held while a handler runs, and the room where duplicates of a request in
+//! progress wait for it without a thread.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::drain::Started;
-use super::service::Shared;
+use super::service::{Shared, log_end_error};
 use crate::claim::{Claim, CompleteError, Completion};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
-/// Runs a blocking store call on tokio's blocking pool.
-pub(crate) async fn offload<T, F>(job: F) -> Result<T>
+/// Runs `work` to its end in a task of its own and awaits it: a store call whose effect
+/// must not depend on whether the request is still there to see its result.
+pub(crate) async fn to_completion<T, F>(work: F) -> Result<T>
 where
-    F: FnOnce() -> Result<T> + Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| Error::Internal {
-            detail: format!("a blocking store call did not finish: {e}"),
-        })?
+    tokio::spawn(work).await.map_err(|e| Error::Internal {
+        detail: format!("a store call did not finish: {e}"),
+    })?
 }
 
 /// Where waiters for a key in progress are woken when its holder in this process ends its
@@ -91,7 +91,8 @@ impl Drop for WaitTicket {
 }
 
 /// The claim of a request, from the moment `begin` grants it. Every way out ends the claim
-/// on the blocking pool and then wakes the waiters: `complete`, `release`, `abandon`, or
+/// with the store's async calls, in a task that runs to its end, and then wakes the
+/// waiters: `complete`, `release`, `abandon`, or
 /// being dropped (a panic, a cancelled future). A dropped guard whose handler had started
 /// abandons the claim (the outcome is unknown); one whose handler never started releases it
 /// (nothing happened, so a retry may run at once).
@@ -141,10 +142,12 @@ impl ClaimGuard {
         self.claim.as_ref().and_then(Claim::expires_at)
     }
 
-    /// Runs `end` on the claim on the blocking pool, then wakes the waiters.
-    async fn end<T, F>(mut self, end: F) -> Result<T>
+    /// Ends the claim with `end`, in a task that finishes even if this request goes away,
+    /// then wakes the waiters.
+    async fn end<T, F, Fut>(mut self, end: F) -> Result<T>
     where
-        F: FnOnce(Claim) -> Result<T> + Send + 'static,
+        F: FnOnce(Claim) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
         let Some(claim) = self.claim.take() else {
@@ -155,8 +158,8 @@ impl ClaimGuard {
         let shared = Arc::clone(&self.shared);
         let (scope, key) = (self.scope.clone(), self.key.clone());
         let counted = self.counted.take();
-        offload(move || {
-            let result = end(claim);
+        to_completion(async move {
+            let result = end(claim).await;
             shared.room.notify(&scope, &key);
             drop(counted); // the outcome is in the store: the drain may stop waiting for it
             result
@@ -164,26 +167,29 @@ impl ClaimGuard {
         .await
     }
 
-    /// Stores the response. If that fails, the claim (when it comes back) is dropped on
-    /// the blocking pool, which abandons it: the handler ran, so the key must not be freed.
+    /// Stores the response. If that fails, the claim (when it comes back) is abandoned:
+    /// the handler ran, so the key must not be freed.
     pub(crate) async fn complete(self, response: Vec<u8>) -> Result<Completion> {
-        self.end(move |claim| {
-            claim
-                .complete(response)
-                .map_err(|CompleteError { error, claim }| {
-                    drop(claim);
-                    error
-                })
+        self.end(move |claim| async move {
+            match claim.complete_async(response).await {
+                Ok(completion) => Ok(completion),
+                Err(CompleteError { error, claim }) => {
+                    if let Some(claim) = claim {
+                        log_end_error("abandoning", claim.abandon_async().await);
+                    }
+                    Err(error)
+                }
+            }
         })
         .await
     }
 
     pub(crate) async fn release(self) -> Result<()> {
-        self.end(Claim::release).await
+        self.end(Claim::release_async).await
     }
 
     pub(crate) async fn abandon(self) -> Result<()> {
-        self.end(Claim::abandon).await
+        self.end(Claim::abandon_async).await
     }
 }
 
@@ -199,15 +205,15 @@ impl Drop for ClaimGuard {
         );
         let started = self.started;
         let counted = self.counted.take();
-        let end = move || {
+        let end = async move {
             if started {
                 tracing::warn!(
                     %scope, %key,
                     "the handler of an idempotent request stopped without an outcome (a panic \
                      or a cancelled future); its claim is abandoned"
                 );
-                drop(claim); // abandons, which commits: never on an async thread
-            } else if let Err(error) = claim.release() {
+                log_end_error("abandoning", claim.abandon_async().await);
+            } else if let Err(error) = claim.release_async().await {
                 // A failed release abandons the claim: still no second run without a policy.
                 tracing::warn!(%error, %scope, %key, "releasing the claim of a request that went away before its handler ran failed");
             }
@@ -215,10 +221,12 @@ impl Drop for ClaimGuard {
             drop(counted);
         };
         match tokio::runtime::Handle::try_current() {
-            // If the runtime is shutting down the job is dropped unrun, and the claim with
-            // it, which abandons it where it is: there is no executor left to block.
-            Ok(runtime) => drop(runtime.spawn_blocking(end)),
-            Err(_) => end(),
+            // If the runtime is shutting down the task is dropped unrun, and the claim with
+            // it, which abandons it on a thread of the store's.
+            Ok(runtime) => drop(runtime.spawn(end)),
+            Err(_) => crate::detached::finish_off_thread("idemdb-http-claim-end", move || {
+                crate::detached::block_on(end)
+            }),
         }
     }
 }
@@ -261,12 +269,12 @@ mod tests {
     /// Waits (on the runtime, without blocking it) until the record of `key` is `state`.
     async fn until_state(store: &crate::Store, key: &str, state: Option<crate::StateKind>) {
         let look = || {
-            let store = store.clone();
-            let key = key.to_owned();
-            offload(move || Ok(store.get("s", &key)?.map(|r| r.kind(store.now()))))
+            store
+                .get("s", key)
+                .map(|record| record.map(|r| r.kind(store.now())))
         };
         let wait = async {
-            while look().await.expect("get") != state {
+            while look().expect("get") != state {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
         };

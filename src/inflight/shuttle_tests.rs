@@ -126,6 +126,11 @@ impl Engine for ModelEngine {
             .collect()
     }
 
+    fn submit(&self, ops: Vec<KeyedOp>) -> crate::storage::Applying {
+        // The model decides at once; nothing to wait for.
+        Box::pin(std::future::ready(self.apply(ops)))
+    }
+
     fn scan(&self, _start: &[u8], _end: Option<&[u8]>, _limit: usize) -> Result<ScanPage> {
         Ok(ScanPage {
             rows: Vec::new(),

@@ -34,7 +34,7 @@ use crate::storage::poison::Poison;
 use crate::storage::tables::{self, Checkpoint};
 use crate::storage::unsynced::UnsyncedWrites;
 use crate::storage::writer::{self, CommitState, Job, WriterParts};
-use crate::storage::{CommitSettings, Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
+use crate::storage::{Applying, CommitSettings, Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
 use crate::storage::{fold, sweep};
 use crate::time::{Clock, Timestamp};
 
@@ -356,6 +356,21 @@ impl Engine for JournaledEngine {
             return refuse(self.unanswered());
         }
         answer.wait().unwrap_or_else(|| refuse(self.unanswered()))
+    }
+
+    fn submit(&self, ops: Vec<KeyedOp>) -> Applying {
+        let n = ops.len();
+        let closed = move || (0..n).map(|_| Err(Error::Closed)).collect::<Vec<_>>();
+        if self.closed.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(closed()));
+        }
+        // Always through the writer thread: unlike `apply`, never a commit on the caller's
+        // thread, which may be an async runtime's.
+        let (reply, answer) = answer::pair();
+        if self.jobs.send(Job::Apply { ops, reply }).is_err() {
+            return Box::pin(std::future::ready(closed()));
+        }
+        Box::pin(async move { answer.await.unwrap_or_else(closed) })
     }
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {

@@ -8,12 +8,15 @@
 //! group-committed journal beside a redb file) is one implementation; a distributed one can
 //! replace it without touching anything else.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::decision::{Operation, Outcome};
 use crate::error::Result;
 use crate::record::Record;
 use crate::time::Timestamp;
 
-mod answer;
+pub(crate) mod answer;
 mod backend;
 mod check;
 mod compact;
@@ -76,6 +79,9 @@ pub(crate) struct CommitSettings {
 /// One operation on one storage key.
 pub(crate) type KeyedOp = (Vec<u8>, Operation);
 
+/// The results of [`Engine::submit`], once the changes are durable (as configured).
+pub(crate) type Applying = Pin<Box<dyn Future<Output = Vec<Result<Outcome>>> + Send>>;
+
 /// A record found by a scan: its storage key, and the record or why it could not be decoded.
 pub(crate) type ScannedRecord = (Vec<u8>, Result<Record>);
 
@@ -110,6 +116,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// together (a failed commit: none of them took effect).
     fn apply(&self, ops: Vec<KeyedOp>) -> Vec<Result<Outcome>>;
 
+    /// [`apply`](Self::apply) for async callers: the engine's own threads do the work and
+    /// the returned future resolves with the same results. The calling thread never waits
+    /// for a lock held across I/O, a commit or a sync.
+    fn submit(&self, ops: Vec<KeyedOp>) -> Applying;
+
     /// Records with keys in `[start, end)` (`end` `None`: to the last key), in key order:
     /// about `limit` of them, and where to continue.
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage>;
@@ -134,6 +145,14 @@ impl dyn Engine {
     /// Applies one operation.
     pub(crate) fn apply_one(&self, key: Vec<u8>, op: Operation) -> Result<Outcome> {
         self.apply(vec![(key, op)])
+            .pop()
+            .unwrap_or(Err(crate::Error::Closed))
+    }
+
+    /// Applies one operation, for an async caller (see [`Engine::submit`]).
+    pub(crate) async fn submit_one(&self, key: Vec<u8>, op: Operation) -> Result<Outcome> {
+        self.submit(vec![(key, op)])
+            .await
             .pop()
             .unwrap_or(Err(crate::Error::Closed))
     }

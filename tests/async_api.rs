@@ -1,0 +1,299 @@
+//! The async API: the same answers as the blocking one, with no runtime thread held while
+//! a commit syncs or a holder in this process works. The runtimes here are tokio's
+//! current-thread ones: a call that blocked its thread would stall every other task, so
+//! each test has another task that must make progress meanwhile.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{T0, builder, fp, gated};
+use idemdb::{Begin, BeginOptions, Error, ManualClock, RecordState, RecoveryPolicy, Store};
+
+/// A single-threaded runtime: whatever blocks, blocks everything.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+/// Ticks while alive; the count shows the runtime's one thread was free.
+fn ticker() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counting = Arc::clone(&ticks);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            counting.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (ticks, task)
+}
+
+/// Gives the other tasks of this runtime `ms` milliseconds.
+async fn pause(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[test]
+fn execute_complete_replay_and_conflict() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path().join("a.idemdb")).expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("a fresh key executes")
+        };
+        let done = claim.complete_async(b"ok").await.expect("complete");
+        assert!(done.expires_at.is_some());
+        match store.begin_async("s", "k", fp("a")).await.expect("begin") {
+            Begin::Replay(r) => assert_eq!(r.response, b"ok"),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        assert!(matches!(
+            store.begin_async("s", "k", fp("b")).await.expect("begin"),
+            Begin::Conflict(_)
+        ));
+        store.close_async().await.expect("close");
+        assert!(matches!(
+            store.begin_async("s", "k", fp("a")).await,
+            Err(Error::Closed)
+        ));
+    });
+}
+
+#[test]
+fn release_abandon_and_extend_lease() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock).open_in_memory().expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "r", fp("a")).await.expect("begin")
+        else {
+            panic!("executes")
+        };
+        claim.release_async().await.expect("release");
+        let Begin::Execute(mut claim) = store.begin_async("s", "r", fp("a")).await.expect("begin")
+        else {
+            panic!("a released key executes again")
+        };
+        let until = claim
+            .extend_lease_async(Duration::from_secs(600))
+            .await
+            .expect("extend");
+        assert_eq!(until, T0.saturating_add(Duration::from_secs(600)));
+        claim.abandon_async().await.expect("abandon");
+        let record = store.get("s", "r").expect("get").expect("a record");
+        let RecordState::InFlight(flight) = record.state() else {
+            panic!("an abandoned claim stays in flight")
+        };
+        assert!(flight.abandoned_at().is_some());
+        assert!(store.delete_async("s", "r").await.expect("delete"));
+        assert_eq!(store.get("s", "r").expect("get"), None);
+    });
+}
+
+/// A commit that cannot sync holds no runtime thread: the other task keeps ticking, and
+/// the claim arrives once the disk lets the sync through.
+#[test]
+fn a_stalled_commit_leaves_the_runtime_thread_free() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated(builder(&clock));
+    runtime().block_on(async {
+        let (ticks, ticking) = ticker();
+        gate.close();
+        let claiming = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_async("s", "k", fp("a")).await })
+        };
+        let opener = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                gate.wait_for_blocked_sync();
+                std::thread::sleep(Duration::from_millis(100));
+                gate.open();
+            })
+        };
+        let begin = claiming.await.expect("task").expect("begin");
+        opener.join().expect("opener");
+        assert!(
+            ticks.load(Ordering::Relaxed) >= 10,
+            "the runtime thread was blocked while the commit waited ({} ticks)",
+            ticks.load(Ordering::Relaxed)
+        );
+        ticking.abort();
+        let Begin::Execute(claim) = begin else {
+            panic!("executes")
+        };
+        claim.complete_async(b"done").await.expect("complete");
+    });
+    store.close().expect("close");
+}
+
+/// A duplicate of a request that a task of this process executes waits for it as a future:
+/// on one thread, the holder still runs, completes, and the duplicate replays.
+#[test]
+fn a_duplicate_waits_for_the_holder_without_a_thread() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock)
+            .wait(Duration::from_secs(30))
+            .open_in_memory()
+            .expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("executes")
+        };
+        let duplicate = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_async("s", "k", fp("a")).await })
+        };
+        pause(20).await;
+        assert!(
+            !duplicate.is_finished(),
+            "the duplicate waits for the holder"
+        );
+        claim.complete_async(b"first").await.expect("complete");
+        match duplicate.await.expect("task").expect("begin") {
+            Begin::Replay(r) => assert_eq!(r.response, b"first"),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    });
+}
+
+/// The bound on waiting holds for async callers too: past it, in progress.
+#[test]
+fn an_async_wait_ends_at_its_bound() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock).open_in_memory().expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("executes")
+        };
+        let short = BeginOptions::new().wait(Duration::from_millis(50));
+        let begin = store
+            .begin_with_async("s", "k", fp("a"), &short)
+            .await
+            .expect("begin");
+        assert!(matches!(begin, Begin::InProgress(_)), "got {begin:?}");
+        claim.release_async().await.expect("release");
+    });
+}
+
+/// A claim made for an async caller and dropped without an outcome is abandoned, as a
+/// blocking one is, without the drop waiting for the commit.
+#[test]
+fn a_dropped_async_claim_is_abandoned() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock)
+            .recovery(RecoveryPolicy::TakeOver)
+            .open_in_memory()
+            .expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("executes")
+        };
+        drop(claim);
+        let record = eventually_abandoned(&store, "k").await;
+        assert_eq!(record.attempt(), 1);
+        let Begin::Execute(again) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("an abandoned key is taken over at once")
+        };
+        assert!(again.is_recovery());
+        again.complete_async(b"second").await.expect("complete");
+    });
+}
+
+/// A `begin_async` cancelled while its claim commits does not leave the key held by
+/// nobody until the lease ends: its caller never saw the claim, so it is released and the
+/// next request executes at once.
+#[test]
+fn a_cancelled_begin_releases_the_claim_it_made() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated(
+        builder(&clock)
+            .lease(Duration::from_secs(3600))
+            .recovery(RecoveryPolicy::TakeOver),
+    );
+    runtime().block_on(async {
+        gate.close();
+        let claiming = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_async("s", "k", fp("a")).await })
+        };
+        let blocked = {
+            let gate = Arc::clone(&gate);
+            tokio::task::spawn_blocking(move || gate.wait_for_blocked_sync())
+        };
+        blocked.await.expect("the claim reached the disk");
+        claiming.abort();
+        assert!(claiming.await.is_err_and(|e| e.is_cancelled()));
+        gate.open();
+        eventually_free(&store, "k").await;
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("the cancelled caller's claim is freed at once, not after an hour")
+        };
+        assert!(!claim.is_recovery(), "nothing ran under the released claim");
+        claim.complete_async(b"ok").await.expect("complete");
+    });
+    store.close().expect("close");
+}
+
+#[test]
+fn run_async_runs_once_and_replays() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock).open_in_memory().expect("open");
+        let runs = AtomicU64::new(0);
+        for _ in 0..3 {
+            let out = store
+                .run_async("mail", "welcome", fp("a"), |_claim| async {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    pause(1).await;
+                    Ok::<_, std::io::Error>(b"sent".to_vec())
+                })
+                .await
+                .expect("run");
+            assert_eq!(out.response, b"sent");
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        let failed = store
+            .run_async("mail", "broken", fp("a"), |_claim| async {
+                Err::<Vec<u8>, _>("smtp down")
+            })
+            .await;
+        assert!(matches!(failed, Err(idemdb::RunError::Failed("smtp down"))));
+        assert_eq!(store.get("mail", "broken").expect("get"), None, "released");
+    });
+}
+
+/// Waits (boundedly) until a claim on `key` in scope `s` was released and the key is free.
+async fn eventually_free(store: &Store, key: &str) {
+    for _ in 0..5_000 {
+        if store.stats().releases == 1 && store.get("s", key).expect("get").is_none() {
+            return;
+        }
+        pause(2).await;
+    }
+    panic!("the claim on {key} was never released");
+}
+
+/// Waits (boundedly) until the record of `key` in scope `s` is abandoned.
+async fn eventually_abandoned(store: &Store, key: &str) -> idemdb::Record {
+    for _ in 0..5_000 {
+        if let Some(record) = store.get("s", key).expect("get")
+            && let RecordState::InFlight(flight) = record.state()
+            && flight.abandoned_at().is_some()
+        {
+            return record;
+        }
+        pause(2).await;
+    }
+    panic!("the claim on {key} was never abandoned");
+}
