@@ -127,3 +127,32 @@ fn a_panic_on_the_folder_thread_poisons_the_store() {
     // Nothing was folded or marked clean after the panic: the journal brings it back.
     reopen_and_find(builder(), &path, "folder-panics", "k1");
 }
+
+/// An async caller whose commit met the writer's panic is told Poisoned too, as are its
+/// later async calls, and the await never holds its thread.
+#[test]
+fn an_async_caller_meets_the_poison() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("async.idemdb");
+    let store = Store::builder()
+        .sweep_interval(None)
+        .open(&path)
+        .expect("open");
+    inject_panic(PanicSite::Commit, "async-panics");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let place = "the writer thread panicked";
+        let begin = store
+            .begin_async("async-panics", "k", Fingerprint::of(b"k"))
+            .await;
+        assert_poisoned(begin.map(|b| b.kind()), place, "the async begin that met the panic");
+        let again = store
+            .begin_async("other", "k", Fingerprint::of(b"k"))
+            .await;
+        assert_poisoned(again.map(|b| b.kind()), place, "a later async begin");
+        assert_poisoned(store.close_async().await, place, "close_async");
+    });
+}

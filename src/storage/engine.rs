@@ -360,17 +360,29 @@ impl Engine for JournaledEngine {
 
     fn submit(&self, ops: Vec<KeyedOp>) -> Applying {
         let n = ops.len();
-        let closed = move || (0..n).map(|_| Err(Error::Closed)).collect::<Vec<_>>();
-        if self.closed.load(Ordering::Acquire) {
-            return Box::pin(std::future::ready(closed()));
+        let refuse = move |error: Error| (0..n).map(|_| Err(error.clone())).collect::<Vec<_>>();
+        if let Err(e) = self.check_running() {
+            return Box::pin(std::future::ready(refuse(e)));
         }
         // Always through the writer thread: unlike `apply`, never a commit on the caller's
         // thread, which may be an async runtime's.
         let (reply, answer) = answer::pair();
         if self.jobs.send(Job::Apply { ops, reply }).is_err() {
-            return Box::pin(std::future::ready(closed()));
+            return Box::pin(std::future::ready(refuse(self.unanswered())));
         }
-        Box::pin(async move { answer.await.unwrap_or_else(closed) })
+        let poison = Arc::clone(&self.parts.poison);
+        Box::pin(async move {
+            match answer.await {
+                Some(results) => results,
+                // As in `unanswered`, but the wait for the poison is a timer, not a thread.
+                None => refuse(
+                    poison
+                        .wait_async(UNANSWERED_WAIT)
+                        .await
+                        .unwrap_or(Error::Closed),
+                ),
+            }
+        })
     }
 
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<ScanPage> {

@@ -80,6 +80,18 @@ impl Poison {
         }
         cause.clone()
     }
+
+    /// [`wait`](Self::wait) for an async caller: looks every millisecond, on a timer.
+    pub(crate) async fn wait_async(&self, timeout: Duration) -> Option<Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let cause = self.get();
+            if cause.is_some() || Instant::now() >= deadline {
+                return cause;
+            }
+            futures_timer::Delay::new(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 /// The message a panic carried.
