@@ -148,10 +148,12 @@ fn an_async_caller_meets_the_poison() {
         let begin = store
             .begin_async("async-panics", "k", Fingerprint::of(b"k"))
             .await;
-        assert_poisoned(begin.map(|b| b.kind()), place, "the async begin that met the panic");
-        let again = store
-            .begin_async("other", "k", Fingerprint::of(b"k"))
-            .await;
+        assert_poisoned(
+            begin.map(|b| b.kind()),
+            place,
+            "the async begin that met the panic",
+        );
+        let again = store.begin_async("other", "k", Fingerprint::of(b"k")).await;
         assert_poisoned(again.map(|b| b.kind()), place, "a later async begin");
         assert_poisoned(store.close_async().await, place, "close_async");
     });
