@@ -9,10 +9,14 @@
 //! for a writer, but a cold record may be read from the disk.
 //!
 //! Cancellation: dropping a `begin_async` future after it asked for the claim does not
-//! leave the key held by nobody. The answer is awaited on a thread of its own and a claim
-//! it brings is released: its caller never saw it, so nothing was done under it, and the
-//! next request executes at once. A [`Claim`] an async caller drops is abandoned, as a
-//! blocking one is (its outcome is unknown), on a thread of its own.
+//! leave the key held by nobody. The answer is awaited on the store's finisher thread and a
+//! claim it brings is released: its caller never saw it, so nothing was done under it, and
+//! the next request executes at once. (A claim that took over an abandoned one is
+//! abandoned again instead: its record is the trace that an earlier attempt may have run.)
+//! A [`Claim`] used by an async caller and dropped without an outcome is abandoned, as a
+//! blocking one is (its outcome is unknown), on the finisher thread; so is one whose
+//! `complete_async` or `release_async` future was dropped before the commit answered (the
+//! operation may still have taken effect: the abandonment then finds the claim ended).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +25,7 @@ use std::task::{Context, Poll};
 use crate::begin::{Begin, BeginOptions};
 use crate::claim::Claim;
 use crate::decision::Outcome;
-use crate::detached::{block_on, finish_off_thread, on_own_thread};
+use crate::detached::{block_on, on_own_thread};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::inflight::{SlotGuard, deadline_after};
@@ -111,36 +115,29 @@ impl Store {
             .unwrap_or(Err(Error::Closed))
     }
 
-    /// [`run`](Self::run) for async callers: `operation` returns a future, and every store
-    /// call is awaited.
-    pub async fn run_async<E, F, Fut>(
+    /// [`run`](Self::run) for async callers: `operation` is an async closure, which may
+    /// borrow the claim (`async |claim| { ... claim.attempt() ... }`), and every store call
+    /// is awaited.
+    pub async fn run_async<E>(
         &self,
         scope: &str,
         key: &str,
         fingerprint: Fingerprint,
-        operation: F,
-    ) -> Result<RunOutcome, RunError<E>>
-    where
-        F: FnOnce(&Claim) -> Fut,
-        Fut: Future<Output = Result<Vec<u8>, E>>,
-    {
+        operation: impl AsyncFnOnce(&Claim) -> Result<Vec<u8>, E>,
+    ) -> Result<RunOutcome, RunError<E>> {
         self.run_with_async(scope, key, fingerprint, &BeginOptions::default(), operation)
             .await
     }
 
     /// [`run_with`](Self::run_with) for async callers.
-    pub async fn run_with_async<E, F, Fut>(
+    pub async fn run_with_async<E>(
         &self,
         scope: &str,
         key: &str,
         fingerprint: Fingerprint,
         options: &BeginOptions,
-        operation: F,
-    ) -> Result<RunOutcome, RunError<E>>
-    where
-        F: FnOnce(&Claim) -> Fut,
-        Fut: Future<Output = Result<Vec<u8>, E>>,
-    {
+        operation: impl AsyncFnOnce(&Claim) -> Result<Vec<u8>, E>,
+    ) -> Result<RunOutcome, RunError<E>> {
         let begin = self
             .begin_with_async(scope, key, fingerprint, options)
             .await?;
@@ -202,17 +199,27 @@ impl Drop for Claiming {
         let storage_key = std::mem::take(&mut self.storage_key);
         let fingerprint = self.fingerprint;
         let slot = self.slot.take();
-        finish_off_thread("idemdb-cancelled-begin", move || {
+        let finisher = &self.store.inner.finisher;
+        finisher.hand_off(move || {
             let Some(Ok(outcome)) = block_on(pending).pop() else {
                 return;
             };
-            // A claim made for a caller that is gone, and so never used: free the key (a
-            // failed release abandons it), then the slot's waiters wake.
-            if let Ok(Begin::Execute(claim)) =
+            let Ok(Begin::Execute(claim)) =
                 store.finish_begin(outcome, &storage_key, fingerprint, slot)
-                && let Err(error) = claim.release()
-            {
-                tracing::warn!(%error, "releasing the claim of a cancelled begin failed");
+            else {
+                return;
+            };
+            // A claim made for a caller that is gone, and so never used: free the key (a
+            // failed release abandons it). Unless it took over an abandoned claim: its
+            // record is the only trace that an earlier attempt may have run, so it stays,
+            // abandoned again. Then the slot's waiters wake.
+            let ended = if claim.is_recovery() {
+                claim.abandon()
+            } else {
+                claim.release()
+            };
+            if let Err(error) = ended {
+                tracing::warn!(%error, "ending the claim of a cancelled begin failed");
             }
         });
     }

@@ -132,7 +132,7 @@ impl Claim {
         }
     }
 
-    /// Marks a claim made for an async caller (see `Drop`).
+    /// Marks a claim used by an async caller: its drop must not wait for a commit.
     pub(crate) fn into_asynchronous(mut self) -> Claim {
         self.asynchronous = true;
         self
@@ -223,16 +223,21 @@ impl Claim {
 
     /// [`complete`](Self::complete) for async callers: the commit is awaited, no thread
     /// waits for it.
+    ///
+    /// If this future is dropped before it finishes, the completion may still be stored
+    /// (it was handed to the writer); the claim is then ended as a dropped claim is, which
+    /// finds it completed.
     pub async fn complete_async(
         self,
         response: impl AsRef<[u8]>,
     ) -> Result<Completion, CompleteError> {
-        let op = match self.complete_op(response.as_ref()) {
+        let claim = self.into_asynchronous();
+        let op = match claim.complete_op(response.as_ref()) {
             Ok(op) => op,
-            Err(error) => return Err(self.keep(error)),
+            Err(error) => return Err(claim.keep(error)),
         };
-        let outcome = self.submit(op).await;
-        self.settle_complete(outcome)
+        let outcome = claim.submit(op).await;
+        claim.settle_complete(outcome)
     }
 
     fn complete_op(&self, response: &[u8]) -> Result<Operation> {
@@ -292,10 +297,12 @@ impl Claim {
         self.settle_release(outcome)
     }
 
-    /// [`release`](Self::release) for async callers.
+    /// [`release`](Self::release) for async callers. Dropped before it finishes, the
+    /// release may still take effect; otherwise the claim is abandoned as a dropped one is.
     pub async fn release_async(self) -> Result<()> {
-        let outcome = self.submit(self.release_op()).await;
-        self.settle_release(outcome)
+        let claim = self.into_asynchronous();
+        let outcome = claim.submit(claim.release_op()).await;
+        claim.settle_release(outcome)
     }
 
     fn release_op(&self) -> Operation {
@@ -330,6 +337,7 @@ impl Claim {
 
     /// [`abandon`](Self::abandon) for async callers.
     pub async fn abandon_async(mut self) -> Result<()> {
+        self.asynchronous = true;
         self.ended = true;
         let outcome = self.submit(self.abandon_op()).await;
         self.settle_abandon(outcome)
@@ -368,6 +376,7 @@ impl Claim {
 
     /// [`extend_lease`](Self::extend_lease) for async callers.
     pub async fn extend_lease_async(&mut self, lease: Duration) -> Result<Timestamp> {
+        self.asynchronous = true;
         let outcome = self.submit(self.extend_lease_op(lease)).await;
         self.settle_extend_lease(outcome)
     }
@@ -414,7 +423,7 @@ impl Drop for Claim {
         }
         if self.asynchronous {
             // Dropped on an async caller's thread, which must not wait for a commit: the
-            // abandonment (and its warning, should it fail) goes to a thread of its own.
+            // abandonment (and its warning, should it fail) goes to the store's finisher.
             let claim = Claim {
                 store: self.store.clone(),
                 storage_key: std::mem::take(&mut self.storage_key),
@@ -425,7 +434,8 @@ impl Drop for Claim {
                 asynchronous: false,
             };
             self.ended = true;
-            crate::detached::finish_off_thread("idemdb-abandon", move || drop(claim));
+            let finisher = &self.store.inner.finisher;
+            finisher.hand_off(move || drop(claim));
             return;
         }
         if let Err(error) = self.abandon_now() {

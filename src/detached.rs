@@ -1,17 +1,49 @@
 //! Work an async caller hands off instead of waiting for it: the abandonment of a claim it
-//! dropped, the end of a `begin` it cancelled, a close. Each runs on a short-lived thread of
-//! its own, so no runtime thread ever waits for a commit; these are rare (a claim dropped
-//! without an outcome, a cancelled request, a shutdown).
+//! dropped and the end of a `begin` it cancelled (on the store's finisher thread), a close
+//! (on a thread of its own). So no runtime thread ever waits for a commit.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
+
+use crossbeam_channel::{SendError, Sender};
 
 use crate::storage::answer;
 
-/// Runs `work` on a thread named `name`. If no thread can be started (the process is out of
-/// threads), runs it here instead: late is better than never for work that frees a key.
-pub(crate) fn finish_off_thread(name: &str, work: impl FnOnce() + Send + 'static) {
+/// Work handed off by async callers of one store, done in order on one thread of the
+/// store's, started on first use: however many claims are dropped or begins cancelled at
+/// once (a stalled disk, a burst of client time-outs), they cost one thread, not one each.
+#[derive(Default)]
+pub(crate) struct Finisher {
+    queue: OnceLock<Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Finisher {
+    /// Queues `work`. If the finisher thread cannot be started (the process is out of
+    /// threads), runs it here instead: late is better than never for work that ends a claim.
+    pub(crate) fn hand_off(&self, work: impl FnOnce() + Send + 'static) {
+        let queue = self.queue.get_or_init(|| {
+            let (queue, jobs) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+            let started = std::thread::Builder::new()
+                .name("idemdb-finisher".to_owned())
+                .spawn(move || {
+                    for job in jobs {
+                        job();
+                    }
+                });
+            if let Err(error) = started {
+                tracing::warn!(%error, "no thread to finish dropped claims: finishing them on the caller's thread");
+            }
+            queue
+        });
+        if let Err(SendError(work)) = queue.send(Box::new(work)) {
+            work();
+        }
+    }
+}
+
+/// Runs `work` on a thread named `name`; if none can be started, here.
+fn on_a_thread(name: &str, work: impl FnOnce() + Send + 'static) {
     let work = Arc::new(parking_lot::Mutex::new(Some(work)));
     let on_thread = Arc::clone(&work);
     let spawned = std::thread::Builder::new()
@@ -36,7 +68,7 @@ pub(crate) async fn on_own_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (reply, answer) = answer::pair();
-    finish_off_thread(name, move || reply.send(work()));
+    on_a_thread(name, move || reply.send(work()));
     answer.await
 }
 

@@ -130,7 +130,8 @@ impl InflightMap {
         let waited = SlotChange {
             slot,
             fingerprint,
-            deadline: futures_timer::Delay::new(deadline.saturating_duration_since(Instant::now())),
+            deadline,
+            timer: None,
         }
         .await;
         self.after_wait(key, waited)
@@ -289,7 +290,10 @@ impl Waited {
 struct SlotChange {
     slot: Arc<Slot>,
     fingerprint: Fingerprint,
-    deadline: futures_timer::Delay,
+    deadline: Instant,
+    /// Set on the first poll that has to wait: a wait decided at once (the deadline has
+    /// passed, as for a caller that does not wait; or the slot is done) needs no timer.
+    timer: Option<futures_timer::Delay>,
 }
 
 impl Future for SlotChange {
@@ -307,7 +311,14 @@ impl Future for SlotChange {
         if let Some(waited) = Waited::judge(state, self.fingerprint) {
             return Poll::Ready(waited);
         }
-        match Pin::new(&mut self.deadline).poll(cx) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Poll::Ready(Waited::timed_out(state, self.fingerprint));
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| futures_timer::Delay::new(left));
+        match Pin::new(timer).poll(cx) {
             Poll::Ready(()) => {
                 let state = *self.slot.state.lock();
                 Poll::Ready(Waited::timed_out(state, self.fingerprint))

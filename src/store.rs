@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) inflight: Arc<InflightMap>,
     pub(crate) counters: Arc<Counters>,
     sweeper: Mutex<Option<Sweeper>>,
+    /// Ends what async callers dropped (claims, cancelled begins) without their waiting.
+    pub(crate) finisher: crate::detached::Finisher,
     closed: AtomicBool,
     claim_nonce: u64,
     claim_counter: AtomicU64,
@@ -124,6 +126,7 @@ impl Store {
                 inflight: Arc::new(InflightMap::new()),
                 counters,
                 sweeper: Mutex::new(sweeper),
+                finisher: crate::detached::Finisher::default(),
                 closed: AtomicBool::new(false),
                 claim_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
                 claim_counter: AtomicU64::new(0),

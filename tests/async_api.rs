@@ -253,18 +253,21 @@ fn run_async_runs_once_and_replays() {
         let runs = AtomicU64::new(0);
         for _ in 0..3 {
             let out = store
-                .run_async("mail", "welcome", fp("a"), |_claim| async {
+                .run_async("mail", "welcome", fp("a"), async |claim| {
                     runs.fetch_add(1, Ordering::Relaxed);
                     pause(1).await;
-                    Ok::<_, std::io::Error>(b"sent".to_vec())
+                    // The operation may borrow its claim across an await.
+                    Ok::<_, std::io::Error>(
+                        format!("sent, attempt {}", claim.attempt()).into_bytes(),
+                    )
                 })
                 .await
                 .expect("run");
-            assert_eq!(out.response, b"sent");
+            assert_eq!(out.response, b"sent, attempt 1");
         }
         assert_eq!(runs.load(Ordering::Relaxed), 1);
         let failed = store
-            .run_async("mail", "broken", fp("a"), |_claim| async {
+            .run_async("mail", "broken", fp("a"), async |_claim| {
                 Err::<Vec<u8>, _>("smtp down")
             })
             .await;
@@ -296,4 +299,150 @@ async fn eventually_abandoned(store: &Store, key: &str) -> idemdb::Record {
         pause(2).await;
     }
     panic!("the claim on {key} was never abandoned");
+}
+
+/// A cancelled `begin_async` that took over an abandoned claim must not erase the trace of
+/// the earlier attempt: its claim is abandoned again, not released, and the next request
+/// is still flagged as a recovery.
+#[test]
+fn a_cancelled_take_over_keeps_the_recovery() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated(builder(&clock).recovery(RecoveryPolicy::TakeOver));
+    let Begin::Execute(first) = store.begin("s", "k", fp("a")).expect("begin") else {
+        panic!("executes")
+    };
+    first.abandon().expect("the first attempt vanished mid-way");
+    runtime().block_on(async {
+        gate.close();
+        let taking_over = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_async("s", "k", fp("a")).await })
+        };
+        let blocked = {
+            let gate = Arc::clone(&gate);
+            tokio::task::spawn_blocking(move || gate.wait_for_blocked_sync())
+        };
+        blocked.await.expect("the take-over reached the disk");
+        taking_over.abort();
+        assert!(taking_over.await.is_err_and(|e| e.is_cancelled()));
+        gate.open();
+        let record = eventually_abandoned_at_attempt(&store, "k", 2).await;
+        assert_eq!(record.attempt(), 2);
+        let Begin::Execute(next) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("the key is taken over again")
+        };
+        assert!(
+            next.is_recovery(),
+            "an earlier attempt may have run: the next one must know"
+        );
+        next.complete_async(b"ok").await.expect("complete");
+    });
+    store.close().expect("close");
+}
+
+/// An async caller that drops its claim, or a `complete_async` of a claim made by the
+/// blocking `begin`, while the disk stalls: the runtime thread goes on, and the claim is
+/// abandoned once the disk lets the commit through.
+#[test]
+fn dropping_a_claim_while_the_disk_stalls_leaves_the_runtime_free() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated(builder(&clock).recovery(RecoveryPolicy::TakeOver));
+    let Begin::Execute(blocking_claim) = store.begin("s", "blocking", fp("a")).expect("begin")
+    else {
+        panic!("executes")
+    };
+    runtime().block_on(async {
+        let Begin::Execute(claim) = store
+            .begin_async("s", "dropped", fp("a"))
+            .await
+            .expect("begin")
+        else {
+            panic!("executes")
+        };
+        let (ticks, ticking) = ticker();
+        gate.close();
+        drop(claim);
+        let completing = tokio::spawn(blocking_claim.complete_async(b"late"));
+        let blocked = {
+            let gate = Arc::clone(&gate);
+            tokio::task::spawn_blocking(move || gate.wait_for_blocked_sync())
+        };
+        blocked.await.expect("a commit reached the disk");
+        pause(5).await;
+        completing.abort();
+        let _ = completing.await;
+        let before = ticks.load(Ordering::Relaxed);
+        pause(100).await;
+        assert!(
+            ticks.load(Ordering::Relaxed) >= before + 10,
+            "the runtime thread waited for a commit"
+        );
+        gate.open();
+        ticking.abort();
+        eventually_abandoned(&store, "dropped").await;
+    });
+    store.close().expect("close");
+}
+
+/// However many begins are cancelled while the disk stalls, ending their claims costs the
+/// store one thread, not one each.
+#[test]
+fn cancelled_begins_cost_one_thread() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated(builder(&clock));
+    let threads = || std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    runtime().block_on(async {
+        gate.close();
+        let before = threads();
+        let mut begins = Vec::new();
+        for n in 0..50 {
+            let store = store.clone();
+            begins.push(tokio::spawn(async move {
+                store.begin_async("s", &format!("k{n}"), fp("a")).await
+            }));
+        }
+        let blocked = {
+            let gate = Arc::clone(&gate);
+            tokio::task::spawn_blocking(move || gate.wait_for_blocked_sync())
+        };
+        blocked.await.expect("the claims reached the disk");
+        for begin in &begins {
+            begin.abort();
+        }
+        for begin in begins {
+            let _ = begin.await;
+        }
+        pause(50).await;
+        let during = threads();
+        gate.open();
+        assert!(
+            during <= before + 4,
+            "{before} threads before, {during} after 50 cancelled begins"
+        );
+        for _ in 0..5_000 {
+            if store.stats().releases == 50 {
+                break;
+            }
+            pause(2).await;
+        }
+        assert_eq!(
+            store.stats().releases,
+            50,
+            "every cancelled claim was released"
+        );
+    });
+    store.close().expect("close");
+}
+
+/// Waits (boundedly) until the record of `key` in scope `s` is abandoned at `attempt`.
+async fn eventually_abandoned_at_attempt(store: &Store, key: &str, attempt: u32) -> idemdb::Record {
+    for _ in 0..5_000 {
+        let record = eventually_abandoned(store, key).await;
+        if record.attempt() == attempt {
+            return record;
+        }
+        pause(2).await;
+    }
+    panic!("the claim on {key} was never abandoned at attempt {attempt}");
 }

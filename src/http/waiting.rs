@@ -205,6 +205,7 @@ impl Drop for ClaimGuard {
         );
         let started = self.started;
         let counted = self.counted.take();
+        let finisher_store = shared.store.clone();
         let end = async move {
             if started {
                 tracing::warn!(
@@ -212,6 +213,10 @@ impl Drop for ClaimGuard {
                     "the handler of an idempotent request stopped without an outcome (a panic \
                      or a cancelled future); its claim is abandoned"
                 );
+                log_end_error("abandoning", claim.abandon_async().await);
+            } else if claim.is_recovery() {
+                // Nothing ran under this claim, but it took over an abandoned one: its record
+                // is the trace that an earlier attempt may have run, so it stays abandoned.
                 log_end_error("abandoning", claim.abandon_async().await);
             } else if let Err(error) = claim.release_async().await {
                 // A failed release abandons the claim: still no second run without a policy.
@@ -224,9 +229,10 @@ impl Drop for ClaimGuard {
             // If the runtime is shutting down the task is dropped unrun, and the claim with
             // it, which abandons it on a thread of the store's.
             Ok(runtime) => drop(runtime.spawn(end)),
-            Err(_) => crate::detached::finish_off_thread("idemdb-http-claim-end", move || {
-                crate::detached::block_on(end)
-            }),
+            Err(_) => finisher_store
+                .inner
+                .finisher
+                .hand_off(move || crate::detached::block_on(end)),
         }
     }
 }
@@ -288,6 +294,37 @@ mod tests {
         let (store, guard) = guarded("never-ran");
         drop(guard);
         until_state(&store, "never-ran", None).await;
+    }
+
+    /// A claim that took over an abandoned one keeps the trace of the earlier attempt even
+    /// if its request goes away before the handler starts: abandoned again, never freed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_take_over_dropped_before_its_handler_started_stays_abandoned() {
+        let store = crate::Store::builder()
+            .sweep_interval(None)
+            .recovery(crate::RecoveryPolicy::TakeOver)
+            .open_in_memory()
+            .expect("store");
+        let shared = super::super::IdempotencyLayer::new(store.clone()).shared();
+        let fingerprint = crate::Fingerprint::of(b"request");
+        let execute = |begin| match begin {
+            crate::Begin::Execute(claim) => claim,
+            other => panic!("expected an execution, got {other:?}"),
+        };
+        let first = execute(store.begin("s", "k", fingerprint).expect("begin"));
+        first.abandon().expect("the first attempt vanished");
+        let take_over = execute(store.begin("s", "k", fingerprint).expect("begin"));
+        assert!(take_over.is_recovery());
+        drop(ClaimGuard::new(
+            take_over,
+            shared,
+            "s".to_owned(),
+            "k".to_owned(),
+            None,
+        ));
+        until_state(&store, "k", Some(crate::StateKind::Abandoned)).await;
+        let record = store.get("s", "k").expect("get").expect("the record stays");
+        assert_eq!(record.attempt(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,8 @@ use crate::time::{Clock, Timestamp};
 pub(crate) struct JournaledEngine {
     parts: WriterParts,
     jobs: Sender<Job>,
-    closed: AtomicBool,
+    /// Shared with the futures of async callers, which look at it after the writer is gone.
+    closed: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     folder: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
     close_result: Mutex<Option<Result<()>>>,
@@ -88,7 +89,7 @@ impl JournaledEngine {
         Ok(JournaledEngine {
             parts,
             jobs,
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             writer: Mutex::new(Some(writer)),
             folder: Mutex::new(Some((stop, folder))),
             close_result: Mutex::new(None),
