@@ -98,7 +98,7 @@ impl Default for StoreBuilder {
             record_cache_size: 64 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             recovery: RecoveryPolicy::TakeOver,
-            verify_on_open: true,
+            verify_on_open: false,
             create_if_missing: true,
             max_batch: 1024,
             journal_size: DEFAULT_JOURNAL_SIZE,
@@ -236,9 +236,12 @@ impl StoreBuilder {
         self
     }
 
-    /// Verify every page's checksum when opening (default on). A damaged file is then
-    /// always a typed [`Error::Corrupt`]; without the check, redb may trip over damaged
-    /// pages later. Opening reads the whole file, so very large stores may turn it off.
+    /// Verify every page's checksum when opening (default off). On, a damaged file is
+    /// always refused at open as a typed [`Error::Corrupt`], but opening then reads the
+    /// whole file, so its cost grows with the store. Off, damage is found when a damaged
+    /// page or record is read (also a typed error) and by
+    /// [`maintenance::check`](crate::maintenance::check), which verifies every page; after
+    /// a crash redb's own repair and the journal replay run either way.
     pub fn verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
         self

@@ -182,7 +182,7 @@ fn open_journal(
                     ),
                 });
             }
-            recover(io, &header, &cp, db, commit, filters)?
+            recover(io, &header, &cp, db, commit, filters).map_err(|e| opener.name_journal(e))?
         }
     };
     let write = db.begin_write().map_err(Error::from_redb)?;

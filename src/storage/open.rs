@@ -85,6 +85,26 @@ impl Opener {
         })
     }
 
+    /// Names the journal's file in a corruption error its reading found (the journal itself
+    /// only says "journal").
+    pub(crate) fn name_journal(&self, error: Error) -> Error {
+        match error {
+            Error::Corrupt { detail } => {
+                let file = match self.files() {
+                    Some(files) => files.journal.display().to_string(),
+                    None => format!("the journal of {}", self.path.display()),
+                };
+                Error::Corrupt {
+                    detail: format!(
+                        "{file}: {}",
+                        detail.strip_prefix("journal: ").unwrap_or(&detail)
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Opens the journal's storage (creating an empty file if there is none).
     pub(crate) fn open_journal(&self) -> Result<Box<dyn StorageBackend>> {
         match &self.backend {
@@ -112,6 +132,7 @@ impl Opener {
                     );
                 } else {
                     precheck_file(&self.path, self.options.create)?;
+                    refuse_journal_without_store(&self.path)?;
                 }
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -243,6 +264,31 @@ fn reset_unfinished_file(path: &Path) -> Result<bool> {
     Ok(unfinished)
 }
 
+/// Refuses to create a store file where a journal already exists: a store creates its
+/// journal right after its database file, so a journal alone means the database file was
+/// deleted or moved, and creating an empty one would overwrite the journal and with it the
+/// acknowledged records it holds.
+fn refuse_journal_without_store(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    let journal = journal_path(path);
+    match std::fs::metadata(&journal) {
+        Ok(meta) if meta.len() > 0 => Err(Error::Corrupt {
+            detail: format!(
+                "{}: the store file is missing, but its journal {} ({} bytes) is still there: \
+                 the store file was deleted or moved. Put it back; removing the journal instead \
+                 starts an empty store and loses every record the journal holds (the records \
+                 acknowledged since the last fold; `idemdb export --salvage` reads them)",
+                path.display(),
+                journal.display(),
+                meta.len()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {
     let len = backend.len().map_err(Error::from_io)?;
     creation_unfinished(len, &mut |offset, out| backend.read(offset, out)).map_err(Error::from_io)
@@ -295,7 +341,13 @@ fn precheck_file(path: &Path, create: bool) -> Result<()> {
     Ok(())
 }
 
-fn map_open_error(err: DatabaseError, path: &Path) -> Error {
+/// Refuses a path that is not an existing store file, as opening it would.
+pub(crate) fn precheck_existing(path: &Path) -> Result<()> {
+    precheck_file(path, false)
+}
+
+/// The typed error for a failure redb reports while opening the file at `path`.
+pub(crate) fn map_open_error(err: DatabaseError, path: &Path) -> Error {
     match err {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => Error::Locked {
             path: path.to_owned(),
