@@ -199,7 +199,12 @@ pub(crate) fn check_store(
             // The open failed on the journal's damage, already reported; otherwise on the
             // database file's.
             if !journal_damaged {
-                report.add(ProblemKind::DamagedFile, detail);
+                let named = if detail.contains(&path.display().to_string()) {
+                    detail
+                } else {
+                    format!("{}: {detail}", path.display())
+                };
+                report.add(ProblemKind::DamagedFile, named);
             }
             report.pages_verified = false;
             let readable = crate::storage::salvage(path, cache_size)?;
@@ -228,7 +233,7 @@ fn inspect_journal(path: &Path, cache_size: usize, report: &mut CheckReport) -> 
     let checkpoint = match open_read_only(path, cache_size) {
         Ok(db) => {
             let checkpoint = guarded(|| read_checkpoint(&db));
-            db.close().map_err(Error::from_redb)?;
+            db.close()?;
             // An unreadable checkpoint is the database file's damage: the open reports it.
             checkpoint.ok().flatten()
         }

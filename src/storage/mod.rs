@@ -26,6 +26,7 @@ mod journal_state;
 mod key_filter;
 mod memtable;
 mod open;
+mod overlay;
 mod record_cache;
 mod salvage;
 mod signal;

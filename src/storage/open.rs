@@ -369,6 +369,9 @@ pub(crate) fn map_open_error(err: DatabaseError, path: &Path) -> Error {
                 detail: format!("{}: {io}", path.display()),
             }
         }
+        DatabaseError::Storage(StorageError::Corrupted(why)) => Error::Corrupt {
+            detail: format!("{}: {why}", path.display()),
+        },
         DatabaseError::Storage(StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::IsADirectory =>
         {

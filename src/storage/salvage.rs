@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+use crate::storage::overlay::OverlayBackend;
+
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::split_storage_key;
@@ -60,7 +62,8 @@ pub(crate) fn salvage(path: &Path, cache_size: usize) -> Result<Salvage> {
         }
         Err(e @ Error::Locked { .. }) => return Err(e),
         Err(e) => {
-            out.skipped.push(format!("{}: unreadable: {e}", path.display()));
+            out.skipped
+                .push(format!("{}: unreadable: {e}", path.display()));
             None
         }
     };
@@ -82,21 +85,57 @@ pub(crate) fn salvage(path: &Path, cache_size: usize) -> Result<Salvage> {
     Ok(out)
 }
 
-/// Opens the database file read-only, without verifying pages or repairing anything.
-pub(crate) fn open_read_only(path: &Path, cache_size: usize) -> Result<redb::ReadOnlyDatabase> {
+/// The database file opened for reading only.
+pub(crate) enum ReadOnly {
+    /// A cleanly closed file, as redb reads it read-only.
+    Clean(redb::ReadOnlyDatabase),
+    /// A file a crash left needing repair: repaired in memory, never on disk.
+    Repaired(redb::Database),
+}
+
+impl ReadOnly {
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        match self {
+            ReadOnly::Clean(db) => db.begin_read(),
+            ReadOnly::Repaired(db) => db.begin_read(),
+        }
+        .map_err(Error::from_redb)
+    }
+
+    pub(crate) fn close(self) -> Result<()> {
+        match self {
+            ReadOnly::Clean(db) => db.close(),
+            // Dropped, not closed: closing would write the allocator state (to memory).
+            ReadOnly::Repaired(db) => {
+                drop(db);
+                Ok(())
+            }
+        }
+        .map_err(Error::from_redb)
+    }
+}
+
+/// Opens the database file without writing to it and without verifying its pages. A file
+/// that needs repair (a crash left it open) is repaired in memory only.
+pub(crate) fn open_read_only(path: &Path, cache_size: usize) -> Result<ReadOnly> {
     crate::storage::open::precheck_existing(path)?;
     let mut builder = redb::Builder::new();
     builder.set_cache_size(cache_size);
-    guarded(|| {
-        builder
-            .open_read_only(path)
-            .map_err(|e| crate::storage::open::map_open_error(e, path))
-    })
+    let map = |e| crate::storage::open::map_open_error(e, path);
+    match guarded(|| builder.open_read_only(path).map_err(map)) {
+        Ok(db) => Ok(ReadOnly::Clean(db)),
+        Err(Error::Locked { path }) => Err(Error::Locked { path }),
+        Err(_) => {
+            let file = std::fs::File::open(path).map_err(Error::from_io)?;
+            let overlay = OverlayBackend::new(file).map_err(Error::from_io)?;
+            guarded(|| builder.create_with_backend(overlay).map_err(map)).map(ReadOnly::Repaired)
+        }
+    }
 }
 
-/// The last checkpoint, from a read-only database.
-pub(crate) fn read_checkpoint(db: &redb::ReadOnlyDatabase) -> Result<Option<Checkpoint>> {
-    let read = db.begin_read().map_err(Error::from_redb)?;
+/// The last checkpoint, from a database opened read-only.
+pub(crate) fn read_checkpoint(db: &ReadOnly) -> Result<Option<Checkpoint>> {
+    let read = db.begin_read()?;
     tables::read_checkpoint_from(&read)
 }
 
@@ -104,13 +143,13 @@ pub(crate) fn read_checkpoint(db: &redb::ReadOnlyDatabase) -> Result<Option<Chec
 /// older ones. A table that fails part way is read again from its end backwards, so only
 /// the rows between the two failures are lost.
 fn read_tables(
-    db: &redb::ReadOnlyDatabase,
+    db: &ReadOnly,
     path: &Path,
     raw: &mut BTreeMap<Vec<u8>, Vec<u8>>,
     skipped: &mut Vec<String>,
 ) {
     let names = guarded(|| {
-        let read = db.begin_read().map_err(Error::from_redb)?;
+        let read = db.begin_read()?;
         let mut names: Vec<(u64, String)> = read
             .list_tables()
             .map_err(Error::from_redb)?
@@ -151,12 +190,12 @@ fn generation_of(name: &str) -> Option<u64> {
 }
 
 fn read_rows(
-    db: &redb::ReadOnlyDatabase,
+    db: &ReadOnly,
     name: &str,
     backwards: bool,
     raw: &mut BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> Result<()> {
-    let read = db.begin_read().map_err(Error::from_redb)?;
+    let read = db.begin_read()?;
     let table = read
         .open_table(TableDefinition::<&[u8], &[u8]>::new(name))
         .map_err(Error::from_redb)?;
@@ -228,7 +267,10 @@ fn apply_journal(
 
 type Frames = Vec<(u64, Vec<(Vec<u8>, Option<Vec<u8>>)>)>;
 
-fn read_journal(journal: &Path, checkpoint: Option<Checkpoint>) -> Result<(Frames, Option<String>)> {
+fn read_journal(
+    journal: &Path,
+    checkpoint: Option<Checkpoint>,
+) -> Result<(Frames, Option<String>)> {
     let io = JournalFile::open_read_only(journal).map_err(Error::from_io)?;
     let header = Journal::read_header(&io)?;
     let usable = checkpoint.filter(|c| c.journal_id == header.journal_id);

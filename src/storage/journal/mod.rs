@@ -185,7 +185,9 @@ impl Journal {
                 walk.recovered.frames.len()
             )));
         }
-        if let Some(lost) = probe_for_lost_frames(io, header, walk.allocated, walk.recovered.last_lsn)? {
+        if let Some(lost) =
+            probe_for_lost_frames(io, header, walk.allocated, walk.recovered.last_lsn)?
+        {
             return Err(corrupt(format!(
                 "frame {} at offset {} is intact, but a frame acknowledged before it is damaged \
                  (at offset {})",
@@ -225,7 +227,10 @@ impl Journal {
 
     /// Every intact frame of this journal anywhere in the file, in LSN order: what can be
     /// salvaged when the checkpoint saying where to start is unreadable.
-    pub(crate) fn scan_all(io: &dyn StorageBackend, header: &FileHeader) -> Result<Vec<(u64, Vec<FrameEntry>)>> {
+    pub(crate) fn scan_all(
+        io: &dyn StorageBackend,
+        header: &FileHeader,
+    ) -> Result<Vec<(u64, Vec<FrameEntry>)>> {
         let allocated = io.len().map_err(Error::from_io)?.min(header.capacity);
         let mut frames = Vec::new();
         for_each_intact_frame(io, header, allocated, 0, |lsn, _, kind, payload| {
@@ -508,9 +513,8 @@ fn walk(io: &dyn StorageBackend, header: &FileHeader, tail: u64, last_folded: u6
         match h.kind {
             FrameKind::Wrap => pos = FILE_HEADER_LEN,
             FrameKind::Batch => {
-                let changes = frame::decode_changes(&payload).map_err(|e| {
-                    corrupt(format!("frame {} passes its checksum but {e}", h.lsn))
-                })?;
+                let changes = frame::decode_changes(&payload)
+                    .map_err(|e| corrupt(format!("frame {} passes its checksum but {e}", h.lsn)))?;
                 frames.push((h.lsn, changes));
                 pos = normalize(pos + size);
             }
@@ -598,7 +602,9 @@ fn for_each_intact_frame(
             let mut payload = vec![0u8; h.payload_len as usize];
             io.read(pos + HEADER_LEN as u64, &mut payload)
                 .map_err(Error::from_io)?;
-            if h.verifies(&chunk[at..at + HEADER_LEN], &payload) && visit(h.lsn, pos, h.kind, &payload) {
+            if h.verifies(&chunk[at..at + HEADER_LEN], &payload)
+                && visit(h.lsn, pos, h.kind, &payload)
+            {
                 return Ok(());
             }
         }
