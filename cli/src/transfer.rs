@@ -36,6 +36,9 @@ fn progress_bar(total: Option<u64>, unit: &str) -> ProgressBar {
 
 /// `idemdb export`.
 pub fn export(global: &Global, args: ExportArgs) -> Result<u8, CliError> {
+    if args.salvage {
+        return export_salvage(global, &args);
+    }
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
     let store = open_store(global, Access::Existing, None)?;
     let written = write_export(&store, scope.as_deref(), &args);
@@ -280,4 +283,74 @@ fn read_import(
         ));
     }
     Ok(imported)
+}
+
+/// `idemdb export --salvage`: every record still decodable from a damaged store and its
+/// journal, read without opening the store (nothing is written to it). Exits 75 when
+/// anything had to be skipped, after writing what could be read.
+fn export_salvage(global: &Global, args: &ExportArgs) -> Result<u8, CliError> {
+    let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
+    let (path, _) = crate::open::store_path(global)?;
+    let salvage = idemdb::maintenance::salvage(&path).map_err(CliError::from)?;
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).map_err(|e| {
+                CliError::io(format!("creating {}", path.display()), e)
+            })?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let failed = |e: std::io::Error| CliError::io("writing the export", e);
+    let exported_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let header = Header {
+        idemdb_export: EXPORT_VERSION,
+        exported_at,
+    };
+    let header = serde_json::to_string(&header)
+        .map_err(|e| CliError::io("encoding the export header", e.into()))?;
+    writeln!(sink, "{header}").map_err(failed)?;
+    let mut records = 0u64;
+    for entry in &salvage.entries {
+        if scope.as_deref().is_some_and(|s| s != entry.scope) {
+            continue;
+        }
+        let line = serde_json::to_string(&Line::of(&entry.scope, &entry.key, &entry.record))
+            .map_err(|e| CliError::io("encoding a record", e.into()))?;
+        writeln!(sink, "{line}").map_err(failed)?;
+        records += 1;
+    }
+    sink.flush().map_err(failed)?;
+    let reporter = Reporter {
+        quiet: false,
+        json: global.json,
+    };
+    for skipped in &salvage.skipped {
+        reporter.note("skipped", skipped, json!({ "what": skipped }));
+    }
+    reporter.note(
+        "salvaged",
+        &format!(
+            "salvaged {records} records from {} ({} from its journal); {} undecodable records skipped",
+            path.display(),
+            salvage.from_journal,
+            salvage.skipped_records
+        ),
+        json!({
+            "path": path.display().to_string(),
+            "records": records,
+            "from_journal": salvage.from_journal,
+            "skipped_records": salvage.skipped_records,
+            "skipped": salvage.skipped,
+        }),
+    );
+    if salvage.skipped.is_empty() && salvage.skipped_records == 0 {
+        return Ok(0);
+    }
+    Err(CliError::Unhealthy(format!(
+        "{}: the salvage skipped damaged parts (listed above)",
+        path.display()
+    )))
 }
