@@ -72,6 +72,7 @@ pub struct StoreBuilder {
     clock: Arc<dyn Clock>,
     recovery: RecoveryPolicy,
     verify_on_open: bool,
+    short_process: bool,
     create_if_missing: bool,
     max_batch: usize,
     journal_size: u64,
@@ -99,6 +100,7 @@ impl Default for StoreBuilder {
             clock: Arc::new(SystemClock),
             recovery: RecoveryPolicy::TakeOver,
             verify_on_open: false,
+            short_process: false,
             create_if_missing: true,
             max_batch: 1024,
             journal_size: DEFAULT_JOURNAL_SIZE,
@@ -247,6 +249,19 @@ impl StoreBuilder {
         self
     }
 
+    /// Open for a short-lived process (default off): the database file is not written by
+    /// this process unless it must be. Operations are durable in the journal as always; the
+    /// folds of the session stay in memory, and the next process replays the journal. A
+    /// session writes the database file (and folds for real) only when the journal holds
+    /// more than a quarter of its size unfolded, when the file was closed cleanly or needs
+    /// repair after a crash, or when the store is new. An open and a close then cost no
+    /// sync of the database file: for command-line tools that open a store per operation.
+    /// Not for a long-running process, whose journal would fill.
+    pub fn short_process(mut self, short: bool) -> Self {
+        self.short_process = short;
+        self
+    }
+
     /// Create the store file if it does not exist (default on). Off, a missing file is
     /// [`Error::Missing`].
     pub fn create_if_missing(mut self, create: bool) -> Self {
@@ -379,6 +394,7 @@ impl StoreBuilder {
             cache_size: self.cache_size,
             verify: self.verify_on_open,
             create: self.create_if_missing,
+            defer_folds: self.short_process,
         }
     }
 

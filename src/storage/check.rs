@@ -354,6 +354,7 @@ pub(crate) fn open_verified(path: &Path, cache_size: usize) -> Result<redb::Data
             cache_size,
             verify: true,
             create: false,
+            defer_folds: false,
         },
     )
     .open_database()

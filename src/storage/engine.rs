@@ -44,6 +44,9 @@ pub(crate) struct JournaledEngine {
     writer: Mutex<Option<JoinHandle<()>>>,
     folder: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
     close_result: Mutex<Option<Result<()>>>,
+    /// Opened for a short process: a close leaves the checkpoint marked unclean, so the
+    /// next process may leave its folds to the journal too.
+    short_process: bool,
 }
 
 impl JournaledEngine {
@@ -54,9 +57,8 @@ impl JournaledEngine {
         clock: Arc<dyn Clock>,
         commit: CommitSettings,
     ) -> Result<JournaledEngine> {
-        let db = opener.open_database()?;
-        let filters = Filters::load(&db, commit.generation_keys)?;
-        let journal = open_journal(&opener, &db, commit, &filters)?;
+        let short_process = opener.overlay();
+        let (opener, db, filters, journal) = open_session(opener, commit)?;
         let parts = WriterParts {
             database: Arc::new(Database::new(db, opener, filters, commit.record_cache_size)),
             journal: Arc::new(JournalState::new(journal)),
@@ -80,6 +82,7 @@ impl JournaledEngine {
             writer: Mutex::new(Some(writer)),
             folder: Mutex::new(Some((stop, folder))),
             close_result: Mutex::new(None),
+            short_process,
         })
     }
 
@@ -114,7 +117,7 @@ impl JournaledEngine {
         // A caller committing on its own thread finishes before the last fold.
         let _commits = self.parts.commits.lock.lock();
         let folded = if written.is_ok() {
-            self.fold_now(true).map(drop)
+            self.fold_now(!self.short_process).map(drop)
         } else {
             // Never mark a journal clean after a failed write: recovery must look at it.
             Ok(())
@@ -129,6 +132,39 @@ impl JournaledEngine {
         let db_closed = self.parts.database.shut_down();
         written.and(folded).and(journal_closed).and(db_closed)
     }
+}
+
+/// Opens the database and the journal for a session. A short-process opener reads the
+/// database through an in-memory overlay (see `Opener::open_session`) when the file's
+/// checkpoint says the journal holds what was not folded and the journal is less than a
+/// quarter full; otherwise the session writes the database file for real.
+fn open_session(
+    opener: Opener,
+    commit: CommitSettings,
+) -> Result<(Opener, redb::Database, Filters, Journal)> {
+    let (opener, db) = opener.open_session()?;
+    let (opener, db) = if opener.overlay()
+        && !tables::read_checkpoint(&db)?.is_some_and(|cp| !cp.clean)
+    {
+        drop(db);
+        let opener = opener.writing();
+        let db = opener.open_database()?;
+        (opener, db)
+    } else {
+        (opener, db)
+    };
+    let filters = Filters::load(&db, commit.generation_keys)?;
+    let journal = open_journal(&opener, &db, commit, &filters)?;
+    if opener.overlay() && journal.used() > journal.area() / 4 {
+        drop(journal);
+        drop(db);
+        let opener = opener.writing();
+        let db = opener.open_database()?;
+        let filters = Filters::load(&db, commit.generation_keys)?;
+        let journal = open_journal(&opener, &db, commit, &filters)?;
+        return Ok((opener, db, filters, journal));
+    }
+    Ok((opener, db, filters, journal))
 }
 
 /// Opens or creates the journal, recovering frames newer than the last checkpoint, and
@@ -182,7 +218,8 @@ fn open_journal(
                     ),
                 });
             }
-            recover(io, &header, &cp, db, commit, filters).map_err(|e| opener.name_journal(e))?
+            recover(io, &header, &cp, db, commit, filters, opener.overlay())
+                .map_err(|e| opener.name_journal(e))?
         }
     };
     let write = db.begin_write().map_err(Error::from_redb)?;
@@ -206,6 +243,7 @@ fn recover(
     db: &redb::Database,
     commit: CommitSettings,
     filters: &Filters,
+    overlay: bool,
 ) -> Result<Journal> {
     let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
@@ -238,6 +276,16 @@ fn recover(
             frames,
             keys = latest.len(),
             "idemdb recovered journaled operations"
+        );
+    }
+    if overlay {
+        // The fold above stays in memory: the frames remain needed.
+        return Journal::resume_unfolded(
+            io,
+            header,
+            checkpoint.tail,
+            recovered.head,
+            recovered.last_lsn,
         );
     }
     Journal::resume(io, header, recovered.head, recovered.last_lsn)

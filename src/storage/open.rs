@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::tables;
+use crate::storage::overlay::OverlayBackend;
 use crate::storage::unsynced::UnsyncedWrites;
 
 /// redb's file magic: every redb file starts with it.
@@ -38,6 +39,9 @@ pub(crate) struct OpenOptions {
     pub(crate) cache_size: usize,
     pub(crate) verify: bool,
     pub(crate) create: bool,
+    /// Open an existing file through an in-memory overlay when the session may leave its
+    /// folds to the journal (see `StoreBuilder::short_process`).
+    pub(crate) defer_folds: bool,
 }
 
 /// Knows how to open the database, again and again: once at start, and after a failed commit
@@ -119,8 +123,85 @@ impl Opener {
         }
     }
 
+    /// Whether this opener reads the database through an in-memory overlay.
+    pub(crate) fn overlay(&self) -> bool {
+        self.options.defer_folds && self.backend.is_none()
+    }
+
+    /// The same opener, writing the database file for real.
+    pub(crate) fn writing(&self) -> Opener {
+        let mut opener = self.clone();
+        opener.options.defer_folds = false;
+        opener
+    }
+
+    /// Opens an existing, cleanly closed database file through an in-memory overlay, with
+    /// the file locked as redb locks it. `None` when the file must be opened for real: it
+    /// is missing or empty (creation writes it), or needs repair (which must reach disk,
+    /// or every later open would repeat it).
+    fn open_overlay(&self) -> Result<Option<redb::Database>> {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+            _ => return Ok(None),
+        }
+        precheck_file(&self.path, false)?;
+        let file = std::fs::File::open(&self.path).map_err(Error::from_io)?;
+        if file.try_lock().is_err() {
+            return Err(Error::Locked {
+                path: self.path.clone(),
+            });
+        }
+        let overlay = OverlayBackend::new(file).map_err(Error::from_io)?;
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut builder = redb::Builder::new();
+        let seen = Arc::clone(&repaired);
+        builder
+            .set_cache_size(self.options.cache_size)
+            .set_check_integrity_on_open(self.options.verify)
+            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed));
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(overlay)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(map_open_error(e, &self.path)),
+            Err(panic) => return Err(corrupt_from_panic(panic.as_ref())),
+        };
+        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            // Dropped, releasing the lock; the caller opens the file for real.
+            drop(db);
+            return Ok(None);
+        }
+        match catch_unwind(AssertUnwindSafe(|| tables::check_or_init(&db, &self.path))) {
+            Ok(Ok(())) => Ok(Some(db)),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(corrupt_from_panic(panic.as_ref())),
+        }
+    }
+
+    /// Opens the database for a new session: through the overlay when this opener defers
+    /// folds and the file allows it, else for real. Returns the opener the session must use
+    /// from then on (for reopens) with the database.
+    pub(crate) fn open_session(self) -> Result<(Opener, redb::Database)> {
+        if self.overlay()
+            && let Some(db) = self.open_overlay()?
+        {
+            return Ok((self, db));
+        }
+        let opener = self.writing();
+        let db = opener.open_database()?;
+        Ok((opener, db))
+    }
+
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open_database(&self) -> Result<redb::Database> {
+        if self.overlay() {
+            // A reopen (after a failed commit) of a session that began on an overlay.
+            return self.open_overlay()?.ok_or_else(|| Error::Corrupt {
+                detail: format!(
+                    "{}: the file needs repair since this process opened it",
+                    self.path.display()
+                ),
+            });
+        }
         let storage: Box<dyn StorageBackend> = match &self.backend {
             None => {
                 let recreated = self.options.create && reset_unfinished_file(&self.path)?;

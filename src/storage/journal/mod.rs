@@ -81,6 +81,9 @@ pub(crate) struct Journal {
     next_lsn: u64,
     /// Frames appended but not yet folded, oldest first.
     spans: VecDeque<Span>,
+    /// Set when folds do not reach the database file (a short-process session): no space
+    /// is ever released, since every frame since the file's checkpoint is still needed.
+    keep_all: bool,
     used: u64,
     buf: Vec<u8>,
 }
@@ -123,6 +126,7 @@ impl Journal {
             head: FILE_HEADER_LEN,
             next_lsn: last_lsn + 1,
             spans: VecDeque::new(),
+            keep_all: false,
             used: 0,
             buf: Vec::new(),
         };
@@ -265,9 +269,37 @@ impl Journal {
             head,
             next_lsn: last_lsn + 1,
             spans: VecDeque::new(),
+            keep_all: false,
             used: 0,
             buf: Vec::new(),
         })
+    }
+
+    /// Continues an existing journal whose frames from `tail` to `head` are not folded
+    /// into the database file and never will be by this process: they count as used, and
+    /// no fold releases anything.
+    pub(crate) fn resume_unfolded(
+        io: Box<dyn StorageBackend>,
+        header: &FileHeader,
+        tail: u64,
+        head: u64,
+        last_lsn: u64,
+    ) -> Result<Journal> {
+        let mut journal = Journal::resume(io, header, head, last_lsn)?;
+        let area = journal.area();
+        let tail = if tail >= header.capacity {
+            FILE_HEADER_LEN
+        } else {
+            tail
+        };
+        // The ring runs from the tail to the head, wrapping at the capacity.
+        journal.used = if head >= tail {
+            head - tail
+        } else {
+            area - (tail - head)
+        };
+        journal.keep_all = true;
+        Ok(journal)
     }
 
     /// This journal's id, recorded with every fold.
@@ -398,6 +430,9 @@ impl Journal {
     /// Frees the ring up to and including frame `lsn`, which a fold has made durable in the
     /// database. Returns the new tail.
     pub(crate) fn release_through(&mut self, lsn: u64) -> Option<u64> {
+        if self.keep_all {
+            return None;
+        }
         let mut tail = None;
         while let Some(span) = self.spans.front() {
             if span.lsn > lsn {
