@@ -253,7 +253,7 @@ impl StoreBuilder {
     /// this process unless it must be. Operations are durable in the journal as always; the
     /// folds of the session stay in memory, and the next process replays the journal. A
     /// session writes the database file (and folds for real) only when the journal holds
-    /// more than a quarter of its size unfolded, when the file was closed cleanly or needs
+    /// more than 1 MiB (or a quarter of its size) unfolded, when the file was closed cleanly or needs
     /// repair after a crash, or when the store is new. An open and a close then cost no
     /// sync of the database file: for command-line tools that open a store per operation.
     /// Not for a long-running process, whose journal would fill.

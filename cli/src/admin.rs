@@ -149,7 +149,7 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
         return Ok(0);
     }
     Err(CliError::Unhealthy(format!(
-        "{}: {} problems found",
+        "{}: the store is corrupt or inconsistent: {} problems found",
         path.display(),
         report.problem_count
     )))

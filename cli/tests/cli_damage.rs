@@ -16,6 +16,8 @@ fn damaged_store(env: &Env) {
             .assert()
             .success();
     }
+    // Runs leave their results in the journal; a check folds them into the store file.
+    env.cmd().arg("check").assert().success();
     let mut bytes = std::fs::read(&env.db).expect("read the store");
     let needle = b"output-of-run-0100";
     let at = bytes

@@ -134,28 +134,31 @@ impl JournaledEngine {
     }
 }
 
+/// How much unfolded journal a short-process session replays into memory before it folds
+/// for real instead: every open reads it, so it bounds what an open costs.
+const SHORT_PROCESS_UNFOLDED: u64 = 1024 * 1024;
+
 /// Opens the database and the journal for a session. A short-process opener reads the
 /// database through an in-memory overlay (see `Opener::open_session`) when the file's
-/// checkpoint says the journal holds what was not folded and the journal is less than a
-/// quarter full; otherwise the session writes the database file for real.
+/// checkpoint says the journal holds what was not folded and the journal holds less than
+/// [`SHORT_PROCESS_UNFOLDED`] (or a quarter of its size) unfolded; otherwise the session writes the database file for real.
 fn open_session(
     opener: Opener,
     commit: CommitSettings,
 ) -> Result<(Opener, redb::Database, Filters, Journal)> {
     let (opener, db) = opener.open_session()?;
-    let (opener, db) = if opener.overlay()
-        && !tables::read_checkpoint(&db)?.is_some_and(|cp| !cp.clean)
-    {
-        drop(db);
-        let opener = opener.writing();
-        let db = opener.open_database()?;
-        (opener, db)
-    } else {
-        (opener, db)
-    };
+    let (opener, db) =
+        if opener.overlay() && !tables::read_checkpoint(&db)?.is_some_and(|cp| !cp.clean) {
+            drop(db);
+            let opener = opener.writing();
+            let db = opener.open_database()?;
+            (opener, db)
+        } else {
+            (opener, db)
+        };
     let filters = Filters::load(&db, commit.generation_keys)?;
     let journal = open_journal(&opener, &db, commit, &filters)?;
-    if opener.overlay() && journal.used() > journal.area() / 4 {
+    if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
         drop(journal);
         drop(db);
         let opener = opener.writing();

@@ -12,8 +12,8 @@ use redb::{DatabaseError, StorageBackend, StorageError};
 use crate::error::{Error, Result};
 use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
-use crate::storage::tables;
 use crate::storage::overlay::OverlayBackend;
+use crate::storage::tables;
 use crate::storage::unsynced::UnsyncedWrites;
 
 /// redb's file magic: every redb file starts with it.
