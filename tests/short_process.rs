@@ -146,3 +146,40 @@ fn a_short_session_after_a_crash_of_a_writing_session_repairs_for_real() {
     assert!(store.get("s", "b").expect("get").is_some());
     store.close().expect("close");
 }
+
+#[test]
+fn a_short_session_refuses_a_journal_with_a_damaged_frame_before_intact_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("d.idemdb");
+    for i in 0..12 {
+        let store = short().open(&path).expect("open");
+        record(&store, &format!("k{i}"), &[i as u8; 700]);
+        store.close().expect("close");
+    }
+    let journal = journal_of(&path);
+    let mut bytes = std::fs::read(&journal).expect("journal");
+    let frames: Vec<usize> = (4096..bytes.len())
+        .step_by(512)
+        .filter(|&at| bytes[at..].starts_with(b"IDJF"))
+        .collect();
+    // Damage a frame in the middle: its payload, and in another copy its header.
+    let middle = frames[frames.len() / 2];
+    for (name, at) in [("payload", middle + 100), ("header", middle + 8)] {
+        let mut damaged = bytes.clone();
+        for b in &mut damaged[at..at + 16] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&journal, &damaged).expect("damage");
+        match short().open(&path) {
+            Err(idemdb::Error::Corrupt { detail }) => {
+                assert!(detail.contains("intact"), "{name}: {detail}")
+            }
+            other => panic!("{name}: a damaged acknowledged frame must be refused: {other:?}"),
+        }
+    }
+    std::fs::write(&journal, &bytes).expect("restore");
+    bytes.clear();
+    let store = short().open(&path).expect("the undamaged journal opens");
+    assert!(store.get("s", "k11").expect("get").is_some());
+    store.close().expect("close");
+}

@@ -156,14 +156,14 @@ fn open_session(
         } else {
             (opener, db)
         };
-    let filters = Filters::load(&db, commit.generation_keys)?;
+    let filters = Filters::load_sealed(&db, commit.generation_keys)?;
     let journal = open_journal(&opener, &db, commit, &filters)?;
     if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
         drop(journal);
         drop(db);
         let opener = opener.writing();
         let db = opener.open_database()?;
-        let filters = Filters::load(&db, commit.generation_keys)?;
+        let filters = Filters::load_sealed(&db, commit.generation_keys)?;
         let journal = open_journal(&opener, &db, commit, &filters)?;
         return Ok((opener, db, filters, journal));
     }
@@ -248,7 +248,12 @@ fn recover(
     filters: &Filters,
     overlay: bool,
 ) -> Result<Journal> {
-    let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let recover = if overlay {
+        Journal::recover_quick
+    } else {
+        Journal::recover
+    };
+    let recovered = recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
         // Later frames win: keep the last state of each key.
         let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();

@@ -127,24 +127,43 @@ pub(crate) fn ensure_table(write: &WriteTransaction) -> Result<()> {
 /// The filters of the live generations, shared by readers and folds.
 pub(crate) struct Filters {
     map: RwLock<HashMap<u64, Arc<KeyFilter>>>,
+    /// Generations loaded without a filter: the current one, whose filter is built only
+    /// when it is sealed (reads search it without one meanwhile), so that an open does not
+    /// read every key it holds.
+    unfiltered: RwLock<Vec<u64>>,
     generation_keys: usize,
 }
 
 impl Filters {
-    /// Loads the filters of the generations in `db`: a sealed one's from its row, the
-    /// current one's (and any that does not decode) by reading its keys.
-    pub(crate) fn load(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
-        let read = db.begin_read().map_err(Error::from_redb)?;
-        Filters::load_from(&read, generation_keys)
+    /// Loads the filters of the generations one read transaction sees: a sealed one's from
+    /// its row, the current one's (and any that does not decode) by reading its keys.
+    pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
+        Filters::load_rows(read, generation_keys, true)
     }
 
-    /// [`load`](Self::load), from the state of one read transaction.
-    pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
+    /// The filters of the sealed generations only: the current one is searched without a
+    /// filter until a fold seals it (which builds it then). Opening costs no read of the
+    /// current generation's keys.
+    pub(crate) fn load_sealed(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+        let read = db.begin_read().map_err(Error::from_redb)?;
+        Filters::load_rows(&read, generation_keys, false)
+    }
+
+    fn load_rows(
+        read: &ReadTransaction,
+        generation_keys: usize,
+        build_current: bool,
+    ) -> Result<Filters> {
         let rows = listed(read, true)?;
         let mut map = HashMap::new();
+        let mut unfiltered = Vec::new();
         for (id, bytes) in rows {
             let filter = match bytes.as_deref().map(KeyFilter::from_bytes) {
                 Some(Some(filter)) => filter,
+                None if !build_current => {
+                    unfiltered.push(id);
+                    continue;
+                }
                 decoded => {
                     if decoded.is_some() {
                         tracing::warn!(generation = id, "rebuilding an unreadable key filter");
@@ -156,6 +175,7 @@ impl Filters {
         }
         Ok(Filters {
             map: RwLock::new(map),
+            unfiltered: RwLock::new(unfiltered),
             generation_keys: generation_keys.max(1),
         })
     }
@@ -167,7 +187,9 @@ impl Filters {
     /// How many generations have a filter: the live ones, plus, after a failed fold, one
     /// it had started (until a fold succeeds).
     pub(crate) fn count(&self) -> usize {
-        self.map.read().len()
+        let map = self.map.read();
+        let unfiltered = self.unfiltered.read();
+        map.len() + unfiltered.iter().filter(|id| !map.contains_key(id)).count()
     }
 }
 
@@ -477,6 +499,7 @@ impl<'t> GenerationsWriter<'t> {
             self.rows.remove(id).map_err(Error::from_redb)?;
             // A reader with an older snapshot searches that generation without a filter.
             self.filters.map.write().remove(&id);
+            self.filters.unfiltered.write().retain(|&u| u != id);
         }
         Ok(())
     }

@@ -451,7 +451,7 @@ pub(crate) fn map_open_error(err: DatabaseError, path: &Path) -> Error {
             }
         }
         DatabaseError::Storage(StorageError::Corrupted(why)) => Error::Corrupt {
-            detail: format!("{}: {why}", path.display()),
+            detail: format!("{}: the file is damaged (redb: {why})", path.display()),
         },
         DatabaseError::Storage(StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::IsADirectory =>

@@ -15,6 +15,8 @@ const PAGE: u64 = 4096;
 #[derive(Debug)]
 pub(crate) struct OverlayBackend {
     file: File,
+    /// The file's length: nothing writes it while the overlay holds its lock.
+    file_len: u64,
     state: Mutex<Overlay>,
 }
 
@@ -29,6 +31,7 @@ impl OverlayBackend {
         let len = file.metadata()?.len();
         Ok(OverlayBackend {
             file,
+            file_len: len,
             state: Mutex::new(Overlay {
                 len,
                 pages: BTreeMap::new(),
@@ -44,7 +47,7 @@ impl OverlayBackend {
         }
         let mut page = vec![0u8; PAGE as usize];
         let start = index * PAGE;
-        let file_len = self.file.metadata()?.len().min(state.len);
+        let file_len = self.file_len.min(state.len);
         if start < file_len {
             let n = (file_len - start).min(PAGE) as usize;
             self.file.read_exact_at(&mut page[..n], start)?;
@@ -90,8 +93,7 @@ impl StorageBackend for OverlayBackend {
                 page[(len % PAGE) as usize..].fill(0);
                 state.pages.insert(index, page);
             }
-            let file_len = self.file.metadata()?.len();
-            for index in first_gone..file_len.div_ceil(PAGE) {
+            for index in first_gone..self.file_len.div_ceil(PAGE) {
                 state.pages.insert(index, vec![0u8; PAGE as usize]);
             }
         }

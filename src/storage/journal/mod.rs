@@ -177,6 +177,28 @@ impl Journal {
         tail: u64,
         last_folded: u64,
     ) -> Result<Recovered> {
+        Journal::recover_with(io, header, tail, last_folded, true)
+    }
+
+    /// [`recover`](Self::recover) for a short-process session, which opens often: the
+    /// whole ring is searched for intact frames beyond the end only when the end looks
+    /// damaged (see below), not on every open.
+    pub(crate) fn recover_quick(
+        io: &dyn StorageBackend,
+        header: &FileHeader,
+        tail: u64,
+        last_folded: u64,
+    ) -> Result<Recovered> {
+        Journal::recover_with(io, header, tail, last_folded, false)
+    }
+
+    fn recover_with(
+        io: &dyn StorageBackend,
+        header: &FileHeader,
+        tail: u64,
+        last_folded: u64,
+        thorough: bool,
+    ) -> Result<Recovered> {
         let walk = walk(io, header, tail, last_folded)?;
         if let Some(cut) = walk.cut_short {
             return Err(corrupt(format!(
@@ -189,9 +211,20 @@ impl Journal {
                 walk.recovered.frames.len()
             )));
         }
-        if let Some(lost) =
-            probe_for_lost_frames(io, header, walk.allocated, walk.recovered.last_lsn)?
-        {
+        // Reading the whole ring for intact frames beyond the end costs the journal's size.
+        // A quick recovery does it only when the end looks damaged: an end at zeros or at
+        // an older lap's frame is where appending stopped, and a discarded tail's frames
+        // were each checked by `walk`. (An intact frame beyond an end that looks clean
+        // means the checkpoint itself is wrong; the thorough recovery of a writing open
+        // and `check` find that.)
+        let lost = match walk.end {
+            End::Lost(lost) => Some(lost),
+            End::Clean if !thorough => None,
+            End::Clean | End::Garbled => {
+                probe_for_lost_frames(io, header, walk.allocated, walk.recovered.last_lsn)?
+            }
+        };
+        if let Some(lost) = lost {
             return Err(corrupt(format!(
                 "frame {} at offset {} is intact, but a frame acknowledged before it is damaged \
                  (at offset {})",
@@ -497,6 +530,18 @@ struct Walk {
     allocated: u64,
     discarded: Option<DiscardedTail>,
     cut_short: Option<CutShort>,
+    end: End,
+}
+
+/// What follows the replayable frames (and the discarded tail, if any).
+enum End {
+    /// Zeros, an older lap's frame, or the end of the file: where appending stopped.
+    Clean,
+    /// A frame of the discarded tail verifies: an acknowledged frame before it is damaged.
+    Lost(LostFrame),
+    /// Bytes that are no frame header: possibly a damaged one, so the whole ring must be
+    /// searched for intact frames beyond it.
+    Garbled,
 }
 
 /// Follows the frames from `tail` while each is intact and newer than the one before, then
@@ -555,7 +600,7 @@ fn walk(io: &dyn StorageBackend, header: &FileHeader, tail: u64, last_folded: u6
             }
         }
     }
-    let discarded = discarded_after(io, header, allocated, pos, last)?;
+    let (discarded, end) = discarded_after(io, header, allocated, pos, last)?;
     Ok(Walk {
         recovered: Recovered {
             frames,
@@ -565,44 +610,72 @@ fn walk(io: &dyn StorageBackend, header: &FileHeader, tail: u64, last_folded: u6
         allocated,
         discarded,
         cut_short,
+        end,
     })
 }
 
 /// Counts the frames from `pos` on that carry this journal's id and ever newer LSNs but
-/// could not be replayed: each is the tail a crash cut short or a damaged frame.
+/// could not be replayed: each is the tail a crash cut short or a damaged frame. Says what
+/// follows them.
 fn discarded_after(
     io: &dyn StorageBackend,
     header: &FileHeader,
     allocated: u64,
     mut pos: u64,
     mut last: u64,
-) -> Result<Option<DiscardedTail>> {
+) -> Result<(Option<DiscardedTail>, End)> {
     let start = pos;
     let mut frames = 0u64;
     let mut end = pos;
     let mut head_bytes = [0u8; HEADER_LEN];
-    while pos + HEADER_LEN as u64 <= allocated {
+    let mut payload = Vec::new();
+    let state = loop {
+        if pos + HEADER_LEN as u64 > allocated {
+            break End::Clean;
+        }
         io.read(pos, &mut head_bytes).map_err(Error::from_io)?;
         let Some(h) = frame::parse_header(&head_bytes) else {
-            break;
+            break if head_bytes.iter().all(|&b| b == 0) {
+                End::Clean
+            } else {
+                End::Garbled
+            };
         };
-        if h.journal_id != header.journal_id || h.lsn <= last {
-            break;
+        // A journal is created empty, so another journal's frame can only be damage.
+        if h.journal_id != header.journal_id {
+            break End::Garbled;
+        }
+        if h.lsn <= last {
+            break End::Clean;
+        }
+        let next = pos.saturating_add(frame::frame_size(h.payload_len as usize));
+        // The first frame is the one the walk could not take; a later one that verifies
+        // was appended after it, so the first was acknowledged and then damaged.
+        if frames > 0 && next <= allocated {
+            payload.resize(h.payload_len as usize, 0);
+            io.read(pos + HEADER_LEN as u64, &mut payload)
+                .map_err(Error::from_io)?;
+            if h.verifies(&head_bytes, &payload) {
+                break End::Lost(LostFrame {
+                    lsn: h.lsn,
+                    offset: pos,
+                });
+            }
         }
         frames += 1;
         last = h.lsn;
-        let next = pos.saturating_add(frame::frame_size(h.payload_len as usize));
         end = next.min(allocated);
         if next >= allocated {
-            break;
+            break End::Clean;
         }
         pos = next;
-    }
-    Ok((frames > 0).then(|| DiscardedTail {
+    };
+    let discarded = (frames > 0).then(|| DiscardedTail {
         offset: start,
         frames,
         bytes: end - start,
-    }))
+    });
+    Ok((discarded, state))
 }
 
 /// Calls `visit(lsn, offset, kind, payload)` for every intact frame of this journal newer
