@@ -156,7 +156,11 @@ fn open_session(
         } else {
             (opener, db)
         };
-    let filters = Filters::load_sealed(&db, commit.generation_keys)?;
+    let filters = if opener.overlay() {
+        Filters::load_none(&db, commit.generation_keys)?
+    } else {
+        Filters::load_sealed(&db, commit.generation_keys)?
+    };
     let journal = open_journal(&opener, &db, commit, &filters)?;
     if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
         drop(journal);

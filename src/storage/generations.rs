@@ -149,6 +149,19 @@ impl Filters {
         Filters::load_rows(&read, generation_keys, false)
     }
 
+    /// No filter at all: every generation is searched without one. For a short process,
+    /// which looks up a key or two: reading the sealed generations' filters would cost
+    /// more than searching each generation's table once.
+    pub(crate) fn load_none(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+        let read = db.begin_read().map_err(Error::from_redb)?;
+        let ids = listed(&read, false)?.into_iter().map(|(id, _)| id).collect();
+        Ok(Filters {
+            map: RwLock::new(HashMap::new()),
+            unfiltered: RwLock::new(ids),
+            generation_keys: generation_keys.max(1),
+        })
+    }
+
     fn load_rows(
         read: &ReadTransaction,
         generation_keys: usize,
