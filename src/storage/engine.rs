@@ -47,6 +47,9 @@ pub(crate) struct JournaledEngine {
     /// Opened for a short process: a close leaves the checkpoint marked unclean, so the
     /// next process may leave its folds to the journal too.
     short_process: bool,
+    /// This session reads the database through an in-memory overlay: a fold would only
+    /// write to memory, so the close does not fold.
+    overlay: bool,
 }
 
 impl JournaledEngine {
@@ -58,9 +61,21 @@ impl JournaledEngine {
         commit: CommitSettings,
     ) -> Result<JournaledEngine> {
         let short_process = opener.overlay();
-        let (opener, db, filters, journal) = open_session(opener, commit)?;
+        let (opener, db, filters, journal, replay) = open_session(opener, commit)?;
+        let overlay = opener.overlay();
+        let database = Database::new(db, opener, filters, commit.record_cache_size);
+        // A short-process session replays the journal into memory, not into the database.
+        if let Some((lsn, changes)) = replay {
+            database.memtable.publish(
+                lsn,
+                changes
+                    .into_iter()
+                    .map(|(key, value)| (key, value.map(Arc::from)))
+                    .collect(),
+            );
+        }
         let parts = WriterParts {
-            database: Arc::new(Database::new(db, opener, filters, commit.record_cache_size)),
+            database: Arc::new(database),
             journal: Arc::new(JournalState::new(journal)),
             folds: Arc::new(FoldState::new(commit)),
             commits: Arc::new(CommitState::new(commit, clock)),
@@ -83,6 +98,7 @@ impl JournaledEngine {
             folder: Mutex::new(Some((stop, folder))),
             close_result: Mutex::new(None),
             short_process,
+            overlay,
         })
     }
 
@@ -116,7 +132,7 @@ impl JournaledEngine {
         }
         // A caller committing on its own thread finishes before the last fold.
         let _commits = self.parts.commits.lock.lock();
-        let folded = if written.is_ok() {
+        let folded = if written.is_ok() && !self.overlay {
             self.fold_now(!self.short_process).map(drop)
         } else {
             // Never mark a journal clean after a failed write: recovery must look at it.
@@ -145,7 +161,7 @@ const SHORT_PROCESS_UNFOLDED: u64 = 1024 * 1024;
 fn open_session(
     opener: Opener,
     commit: CommitSettings,
-) -> Result<(Opener, redb::Database, Filters, Journal)> {
+) -> Result<(Opener, redb::Database, Filters, Journal, Option<Replay>)> {
     let (opener, db) = opener.open_session()?;
     let (opener, db) =
         if opener.overlay() && !tables::read_checkpoint(&db)?.is_some_and(|cp| !cp.clean) {
@@ -161,18 +177,22 @@ fn open_session(
     } else {
         Filters::load_sealed(&db, commit.generation_keys)?
     };
-    let journal = open_journal(&opener, &db, commit, &filters)?;
+    let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
     if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
         drop(journal);
         drop(db);
         let opener = opener.writing();
         let db = opener.open_database()?;
         let filters = Filters::load_sealed(&db, commit.generation_keys)?;
-        let journal = open_journal(&opener, &db, commit, &filters)?;
-        return Ok((opener, db, filters, journal));
+        let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
+        return Ok((opener, db, filters, journal, replay));
     }
-    Ok((opener, db, filters, journal))
+    Ok((opener, db, filters, journal, replay))
 }
+
+/// The changes a short-process session replays into memory: the last frame's LSN and the
+/// latest state of each key the unfolded frames hold.
+type Replay = (u64, Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 /// Opens or creates the journal, recovering frames newer than the last checkpoint, and
 /// records a fresh (not clean) checkpoint.
@@ -181,7 +201,7 @@ fn open_journal(
     db: &redb::Database,
     commit: CommitSettings,
     filters: &Filters,
-) -> Result<Journal> {
+) -> Result<(Journal, Option<Replay>)> {
     let checkpoint = tables::read_checkpoint(db)?;
     let io = opener.open_journal()?;
     // A durable store's frames are kept until a sync succeeds (see `unsynced`): frames
@@ -196,6 +216,7 @@ fn open_journal(
     let has_file = io.len().map_err(Error::from_io)? > 0;
     let header = has_file.then(|| Journal::read_header(io.as_ref()));
     let capacity = commit.journal_size.max(MIN_CAPACITY);
+    let mut replay = None;
     let journal = match checkpoint {
         // A new store, or one from before the journal: nothing can be in a journal file.
         None => Journal::create(io, capacity, 0)?,
@@ -225,8 +246,14 @@ fn open_journal(
                     ),
                 });
             }
-            recover(io, &header, &cp, db, commit, filters, opener.overlay())
-                .map_err(|e| opener.name_journal(e))?
+            if opener.overlay() {
+                let (journal, changes) =
+                    replay_unfolded(io, &header, &cp).map_err(|e| opener.name_journal(e))?;
+                replay = Some(changes);
+                // The checkpoint on disk stays as it is (not clean): nothing to record.
+                return Ok((journal, replay));
+            }
+            recover(io, &header, &cp, db, commit, filters).map_err(|e| opener.name_journal(e))?
         }
     };
     let write = db.begin_write().map_err(Error::from_redb)?;
@@ -240,7 +267,33 @@ fn open_journal(
         },
     )?;
     write.commit().map_err(Error::from_redb)?;
-    Ok(journal)
+    Ok((journal, replay))
+}
+
+/// A short-process session's recovery: the frames after the checkpoint, as the latest
+/// state of each key, to be read into memory; the journal continues after them and keeps
+/// them (no fold of this process reaches the database file).
+fn replay_unfolded(
+    io: Box<dyn redb::StorageBackend>,
+    header: &FileHeader,
+    checkpoint: &Checkpoint,
+) -> Result<(Journal, Replay)> {
+    let recovered =
+        Journal::recover_quick(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for (_, changes) in recovered.frames {
+        for (key, value) in changes {
+            latest.insert(key, value);
+        }
+    }
+    let journal = Journal::resume_unfolded(
+        io,
+        header,
+        checkpoint.tail,
+        recovered.head,
+        recovered.last_lsn,
+    )?;
+    Ok((journal, (recovered.last_lsn, latest.into_iter().collect())))
 }
 
 fn recover(
@@ -250,14 +303,8 @@ fn recover(
     db: &redb::Database,
     commit: CommitSettings,
     filters: &Filters,
-    overlay: bool,
 ) -> Result<Journal> {
-    let recover = if overlay {
-        Journal::recover_quick
-    } else {
-        Journal::recover
-    };
-    let recovered = recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
         // Later frames win: keep the last state of each key.
         let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -288,16 +335,6 @@ fn recover(
             frames,
             keys = latest.len(),
             "idemdb recovered journaled operations"
-        );
-    }
-    if overlay {
-        // The fold above stays in memory: the frames remain needed.
-        return Journal::resume_unfolded(
-            io,
-            header,
-            checkpoint.tail,
-            recovered.head,
-            recovered.last_lsn,
         );
     }
     Journal::resume(io, header, recovered.head, recovered.last_lsn)

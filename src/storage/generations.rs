@@ -154,7 +154,10 @@ impl Filters {
     /// more than searching each generation's table once.
     pub(crate) fn load_none(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
-        let ids = listed(&read, false)?.into_iter().map(|(id, _)| id).collect();
+        let ids = listed(&read, false)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         Ok(Filters {
             map: RwLock::new(HashMap::new()),
             unfiltered: RwLock::new(ids),
