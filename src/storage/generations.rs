@@ -26,7 +26,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableError, WriteTransaction,
+    TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
@@ -110,6 +110,27 @@ fn listed(read: &ReadTransaction, with_filters: bool) -> Result<Vec<Row>> {
     }
 }
 
+/// The ids of the generations `read` sees, from the names of their tables: unlike the
+/// generations table, whose rows carry the sealed generations' filters, listing tables
+/// reads no filter bytes. A generation's row and table are created and dropped together.
+fn generation_ids(read: &ReadTransaction) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = read
+        .list_tables()
+        .map_err(Error::from_redb)?
+        .filter_map(|table| generation_of(table.name()))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The generation whose table is called `name`, if it is one (see [`table_name`]).
+fn generation_of(name: &str) -> Option<u64> {
+    if name == table_name(0) {
+        return Some(0);
+    }
+    name.strip_prefix("idemdb_records.")?.parse().ok()
+}
+
 /// Creates the generations table, with generation 0 current, if the store has none (a new
 /// store, or one from before generations).
 pub(crate) fn ensure_table(write: &WriteTransaction) -> Result<()> {
@@ -154,10 +175,7 @@ impl Filters {
     /// more than searching each generation's table once.
     pub(crate) fn load_none(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
-        let ids = listed(&read, false)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let ids = generation_ids(&read)?;
         Ok(Filters {
             map: RwLock::new(HashMap::new()),
             unfiltered: RwLock::new(ids),
@@ -232,7 +250,7 @@ impl RecordsView {
     /// Opens every generation of `read`. A generation without a filter (dropped since the
     /// snapshot, say) is searched without one.
     pub(crate) fn open(read: &ReadTransaction, filters: &Filters) -> Result<RecordsView> {
-        let ids: Vec<u64> = listed(read, false)?.into_iter().map(|(id, _)| id).collect();
+        let ids = generation_ids(read)?;
         let mut gens = Vec::with_capacity(ids.len());
         for id in ids.into_iter().rev() {
             let table =
