@@ -164,7 +164,7 @@ fn open_session(
 ) -> Result<(Opener, redb::Database, Filters, Journal, Option<Replay>)> {
     let (opener, db) = opener.open_session()?;
     let (opener, db) =
-        if opener.overlay() && !tables::read_checkpoint(&db)?.is_some_and(|cp| !cp.clean) {
+        if opener.overlay() && tables::read_checkpoint(&db)?.is_none_or(|cp| cp.clean) {
             drop(db);
             let opener = opener.writing();
             let db = opener.open_database()?;
