@@ -72,6 +72,7 @@ pub struct StoreBuilder {
     clock: Arc<dyn Clock>,
     recovery: RecoveryPolicy,
     verify_on_open: bool,
+    short_process: bool,
     create_if_missing: bool,
     max_batch: usize,
     journal_size: u64,
@@ -98,7 +99,8 @@ impl Default for StoreBuilder {
             record_cache_size: 64 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             recovery: RecoveryPolicy::TakeOver,
-            verify_on_open: true,
+            verify_on_open: false,
+            short_process: false,
             create_if_missing: true,
             max_batch: 1024,
             journal_size: DEFAULT_JOURNAL_SIZE,
@@ -236,13 +238,28 @@ impl StoreBuilder {
         self
     }
 
-    /// Verify every page's checksum when opening (default on). A damaged file is then
-    /// always a typed [`Error::Corrupt`]; without the check, redb may trip over damaged
-    /// pages later (also reported as [`Error::Corrupt`]; with the check, a panic while
-    /// reading a verified file is a bug, [`Error::Poisoned`]). Opening reads the whole
-    /// file, so very large stores may turn it off.
+    /// Verify every page's checksum when opening (default off). On, a damaged file is
+    /// always refused at open as a typed [`Error::Corrupt`] (and a panic while redb reads
+    /// the verified file is a bug, [`Error::Poisoned`]), but opening then reads the whole
+    /// file, so its cost grows with the store. Off, damage is found when a damaged page or
+    /// record is read (also a typed [`Error::Corrupt`]) and by
+    /// [`maintenance::check`](crate::maintenance::check), which verifies every page; after
+    /// a crash redb's own repair and the journal replay run either way.
     pub fn verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
+        self
+    }
+
+    /// Open for a short-lived process (default off): the database file is not written by
+    /// this process unless it must be. Operations are durable in the journal as always; the
+    /// folds of the session stay in memory, and the next process replays the journal. A
+    /// session writes the database file (and folds for real) only when the journal holds
+    /// more than 1 MiB (or a quarter of its size) unfolded, when the file was closed cleanly or needs
+    /// repair after a crash, or when the store is new. An open and a close then cost no
+    /// sync of the database file: for command-line tools that open a store per operation.
+    /// Not for a long-running process, whose journal would fill.
+    pub fn short_process(mut self, short: bool) -> Self {
+        self.short_process = short;
         self
     }
 
@@ -378,6 +395,7 @@ impl StoreBuilder {
             cache_size: self.cache_size,
             verify: self.verify_on_open,
             create: self.create_if_missing,
+            defer_folds: self.short_process,
         }
     }
 

@@ -29,7 +29,10 @@
 use std::path::Path;
 
 use crate::error::Result;
-pub use crate::storage::{CheckReport, CompactReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind};
+pub use crate::storage::{
+    CheckReport, CompactReport, DiscardedTail, JournalReport, MAX_LISTED_PROBLEMS, Problem,
+    ProblemKind, Salvage,
+};
 
 /// Page cache for the maintenance tools: they read each page about once.
 const CACHE_SIZE: usize = 64 * 1024 * 1024;
@@ -45,16 +48,29 @@ fn fold_journal(path: &Path) -> Result<()> {
         .close()
 }
 
-/// Checks the store file at `path`: every page checksum (redb's integrity check; what a
-/// crash left unfinished is rolled back, as on any open), then every record (it must decode and carry a framed key) and the
-/// expiry index (each entry must match its record, and each expiring record must be indexed).
+/// Checks the store at `path`: its journal as recovery finds it (frames to replay, a
+/// discarded tail, a file cut short), then every page checksum (redb's integrity check;
+/// what a crash left unfinished is rolled back, as on any open), then every record (it must
+/// decode and carry a framed key) and the expiry index (each entry must match its record,
+/// and each expiring record must be indexed).
 ///
-/// A file damaged beyond repair is `Err(`[`Error::Corrupt`](crate::Error::Corrupt)`)`; problems found in a readable
-/// file are listed in the report.
+/// Damage is reported, not returned as an error: a damaged database file or journal gives a
+/// report whose problems name the file and what is damaged, with
+/// [`pages_verified`](CheckReport::pages_verified) false and
+/// [`records`](CheckReport::records) counting what can still be read. A file that is not a
+/// store, missing, empty or held by another process is an error, as on opening.
 pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
     let path = path.as_ref();
-    fold_journal(path)?;
-    crate::storage::check_file(path, CACHE_SIZE)
+    crate::storage::check_store(path, CACHE_SIZE, || fold_journal(path))
+}
+
+/// Reads every record that can still be decoded from the store at `path` and its journal,
+/// writing nothing: the database file is read without page verification (each records
+/// table from both ends, up to any damage), then the journal's intact frames newer than
+/// the last fold are applied. For getting the records out of a store that no longer opens;
+/// the result says what had to be skipped.
+pub fn salvage(path: impl AsRef<Path>) -> Result<Salvage> {
+    crate::storage::salvage(path.as_ref(), CACHE_SIZE)
 }
 
 /// Compacts the store file at `path`, returning the space freed by deleted and swept

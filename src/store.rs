@@ -410,8 +410,8 @@ impl Store {
     /// Checks the open store's records and expiry index, as [`maintenance::check`] does for
     /// a closed file: every record decodes and carries a framed key, every expiring record
     /// is indexed and every index entry matches its record. Journaled changes are folded
-    /// first, so the check covers everything acknowledged. (Page checksums are verified
-    /// when a store opens; see [`StoreBuilder::verify_on_open`].)
+    /// first, so the check covers everything acknowledged. (Page checksums are verified by
+    /// [`maintenance::check`], or at every open with [`StoreBuilder::verify_on_open`].)
     ///
     /// [`maintenance::check`]: crate::maintenance::check
     /// [`StoreBuilder::verify_on_open`]: crate::StoreBuilder::verify_on_open

@@ -358,7 +358,13 @@ fn damaged_stores_give_typed_errors_and_never_panic() {
         }
         let p = dir.path().join(format!("damaged-{round}"));
         std::fs::write(&p, &damaged).expect("write");
-        match Store::builder().sweep_interval(None).open(&p) {
+        // With pages verified on open: damage is refused up front (without, it is found
+        // where it is read; see tests/damage.rs).
+        match Store::builder()
+            .sweep_interval(None)
+            .verify_on_open(true)
+            .open(&p)
+        {
             Err(Error::Corrupt { .. } | Error::NotAStore { .. }) => typed += 1,
             Err(other) => panic!("round {round}: untyped error {other:?}"),
             // damage in unused space: everything must still be there, intact

@@ -124,32 +124,72 @@ pub fn compact(global: &Global) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// `idemdb check`: exit status 0 when the store is sound, 75 when it is not.
+/// `idemdb check`: exit status 0 when the store is sound, 75 when it is not. A damaged
+/// database file or journal is a report (the file, what is damaged, how many records can
+/// still be read), not a bare error.
 pub fn check(global: &Global) -> Result<u8, CliError> {
     let (path, report) = with_file(global, "checking", |path| maintenance::check(path))?;
+    let journal = report.journal.as_ref();
     if global.json {
         let problems: Vec<_> = report
             .problems
             .iter()
             .map(|p| json!({ "kind": p.kind.as_str(), "detail": p.detail }))
             .collect();
+        let journal = journal.map(|j| {
+            json!({
+                "path": j.path.display().to_string(),
+                "frames": j.frames,
+                "cut_short": j.cut_short,
+                "discarded_tail": j.discarded_tail.map(|t| json!({
+                    "frames": t.frames,
+                    "bytes": t.bytes,
+                    "offset": t.offset,
+                })),
+            })
+        });
         output::print_json(&json!({
             "path": path.display().to_string(),
             "healthy": report.is_healthy(),
-            "pages": "verified",
+            "pages": if report.pages_verified { "verified" } else { "damaged" },
+            "journal": journal,
             "records": report.records,
             "index_entries": report.index_entries,
             "problem_count": report.problem_count,
             "problems": problems,
         }))?;
     } else {
+        let pages = if report.pages_verified {
+            "pages verified"
+        } else {
+            "DAMAGED"
+        };
+        let readable = if report.pages_verified {
+            ""
+        } else {
+            " still readable"
+        };
         let mut text = format!(
-            "{}: pages verified, {} records, {} expiry-index entries, {} problems\n",
+            "{}: {pages}, {} records{readable}, {} expiry-index entries, {} problems\n",
             path.display(),
             report.records,
             report.index_entries,
             report.problem_count
         );
+        if let Some(j) = journal {
+            text.push_str(&format!(
+                "{}: {} unfolded frames{}\n",
+                j.path.display(),
+                j.frames,
+                match j.discarded_tail {
+                    Some(t) => format!(
+                        ", discarded tail: {} frames, {} bytes at offset {}",
+                        t.frames, t.bytes, t.offset
+                    ),
+                    None => String::new(),
+                }
+            ));
+        }
         for p in &report.problems {
             text.push_str(&format!("  {}: {}\n", p.kind, p.detail));
         }
@@ -159,13 +199,16 @@ pub fn check(global: &Global) -> Result<u8, CliError> {
                 report.problem_count - report.problems.len() as u64
             ));
         }
+        if !report.pages_verified {
+            text.push_str("  `idemdb export --salvage` writes out every record still readable\n");
+        }
         output::print(&text)?;
     }
     if report.is_healthy() {
         return Ok(0);
     }
     Err(CliError::Unhealthy(format!(
-        "{}: {} problems found",
+        "{}: the store is corrupt or inconsistent: {} problems found",
         path.display(),
         report.problem_count
     )))

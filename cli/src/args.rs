@@ -288,6 +288,12 @@ pub struct ExportArgs {
     /// into place once complete).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Read a damaged store without opening it: write every record that can still be
+    /// decoded from the store file and its journal (expired ones included), and say on
+    /// stderr what was skipped.
+    #[arg(long)]
+    pub salvage: bool,
 }
 
 /// `idemdb import`.

@@ -31,6 +31,7 @@ use crate::args::{Cli, Command};
 use crate::exit::CliError;
 
 fn main() -> ExitCode {
+    quiet_storage_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -76,4 +77,17 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Export(args) => transfer::export(global, args),
         Command::Import(args) => transfer::import(global, args),
     }
+}
+
+/// The storage engine can panic on damaged pages (a normal open does not verify every
+/// page); idemdb catches such a panic and reports the damage as a corrupt store, so the
+/// panic's own message and backtrace would only be noise before that report.
+fn quiet_storage_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_storage = info.location().is_some_and(|l| l.file().contains("/redb-"));
+        if !in_storage {
+            default(info);
+        }
+    }));
 }

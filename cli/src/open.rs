@@ -147,8 +147,10 @@ fn builder(access: Access) -> idemdb::StoreBuilder {
     // records a result, `sweep` on request). Expired records count as absent regardless.
     let builder = Store::builder().sweep_interval(None);
     match access {
-        Access::Create => builder,
-        Access::Existing => builder.create_if_missing(false),
+        // One operation per process: the database file is written only when the journal
+        // asks for a fold (see `StoreBuilder::short_process`).
+        Access::Create => builder.short_process(true),
+        Access::Existing => builder.create_if_missing(false).short_process(true),
         Access::Bulk => builder.durability(Durability::None),
     }
 }

@@ -19,6 +19,9 @@ use crate::signals::Interrupts;
 
 /// `idemdb export`.
 pub fn export(global: &Global, args: ExportArgs) -> Result<u8, CliError> {
+    if args.salvage {
+        return export_salvage(global, &args);
+    }
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
     // Caught, so that an export stopped by Ctrl-C removes its temporary file.
     let interrupts =
@@ -423,4 +426,93 @@ fn check_header(line: &str, no_trailer: bool) -> Result<(), String> {
             "export format {other} is not supported (this build reads formats {UNTRAILED_VERSION} and {EXPORT_VERSION})"
         )),
     }
+}
+
+/// `idemdb export --salvage`: every record still decodable from a damaged store and its
+/// journal, read without opening the store (nothing is written to it). The export has the
+/// usual trailer (counting the records written) and `-o` writes through a temporary file,
+/// as for a normal export. Exits 75 when anything had to be skipped, after writing what
+/// could be read.
+fn export_salvage(global: &Global, args: &ExportArgs) -> Result<u8, CliError> {
+    let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
+    let (path, _) = crate::open::store_path(global)?;
+    let salvage = idemdb::maintenance::salvage(&path).map_err(CliError::from)?;
+    let exported_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let entries = salvage
+        .entries
+        .iter()
+        .filter(|entry| scope.as_deref().is_none_or(|s| s == entry.scope));
+    let records = match &args.output {
+        Some(out) => write_through_temporary(out, |sink, name| {
+            write_salvaged(entries, exported_at, sink, name)
+        })?,
+        None => {
+            let mut sink = BufWriter::new(std::io::stdout().lock());
+            write_salvaged(entries, exported_at, &mut sink, "stdout")?
+        }
+    };
+    let reporter = Reporter {
+        quiet: false,
+        json: global.json,
+    };
+    for skipped in &salvage.skipped {
+        reporter.note("skipped", skipped, json!({ "what": skipped }));
+    }
+    reporter.note(
+        "salvaged",
+        &format!(
+            "salvaged {records} records from {} ({} from its journal); {} undecodable records skipped",
+            path.display(),
+            salvage.from_journal,
+            salvage.skipped_records
+        ),
+        json!({
+            "path": path.display().to_string(),
+            "records": records,
+            "from_journal": salvage.from_journal,
+            "skipped_records": salvage.skipped_records,
+            "skipped": salvage.skipped,
+        }),
+    );
+    if salvage.skipped.is_empty() && salvage.skipped_records == 0 {
+        return Ok(0);
+    }
+    Err(CliError::Unhealthy(format!(
+        "{}: the salvage skipped damaged parts (listed above)",
+        path.display()
+    )))
+}
+
+/// Writes salvaged records as an export (header, records, trailer); returns how many.
+fn write_salvaged<'a>(
+    entries: impl Iterator<Item = &'a idemdb::ScanEntry>,
+    exported_at: u64,
+    sink: &mut dyn Write,
+    sink_name: &str,
+) -> Result<u64, CliError> {
+    let failed = |e: std::io::Error| CliError::io(format!("writing {sink_name}"), e);
+    let header = serde_json::to_string(&Header {
+        idemdb_export: EXPORT_VERSION,
+        exported_at,
+    })
+    .map_err(|e| CliError::io("encoding the export header", e.into()))?;
+    writeln!(sink, "{header}").map_err(failed)?;
+    let mut records = 0u64;
+    for entry in entries {
+        let line = serde_json::to_string(&Line::of(&entry.scope, &entry.key, &entry.record))
+            .map_err(|e| CliError::io("encoding a record", e.into()))?;
+        writeln!(sink, "{line}").map_err(failed)?;
+        records += 1;
+    }
+    let trailer = serde_json::to_string(&Trailer {
+        idemdb_export_end: true,
+        records,
+    })
+    .map_err(|e| CliError::io("encoding the export trailer", e.into()))?;
+    writeln!(sink, "{trailer}").map_err(failed)?;
+    sink.flush().map_err(failed)?;
+    Ok(records)
 }

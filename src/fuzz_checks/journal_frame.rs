@@ -37,10 +37,14 @@ pub fn journal_frame(data: &[u8]) {
     if let Ok(header) = frame::parse_file_header(data)
         && header.format == JOURNAL_FORMAT
     {
-        let page = frame::encode_file_header(header.journal_id, header.capacity);
+        let page = frame::encode_file_header(
+            header.journal_id,
+            header.capacity,
+            header.extent.unwrap_or(0),
+        );
         assert_eq!(
-            page[..60],
-            data[..60],
+            page[..68],
+            data[..68],
             "a journal header does not re-encode identically"
         );
     }
@@ -103,8 +107,8 @@ fn check_payload(payload: &[u8]) {
 
 fn check_recovery(area: &[u8]) {
     let io = InMemoryBackend::new();
-    let header_page = frame::encode_file_header(FUZZ_JOURNAL_ID, MIN_CAPACITY);
     let allocated = FILE_HEADER_LEN + area.len() as u64;
+    let header_page = frame::encode_file_header(FUZZ_JOURNAL_ID, MIN_CAPACITY, allocated);
     io.set_len(allocated).expect("memory");
     io.write(0, &header_page).expect("memory");
     io.write(FILE_HEADER_LEN, area).expect("memory");
@@ -265,12 +269,12 @@ pub(super) fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut bad_tag = batch_b.clone();
     bad_tag[4 + 2 + storage_key("shop", "order-2").len()] = 9;
     out.push(("payload_unknown_tag.bin".into(), bad_tag));
-    let mut file_header = frame::encode_file_header(id, MIN_CAPACITY);
-    file_header.truncate(64);
+    let mut file_header = frame::encode_file_header(id, MIN_CAPACITY, MIN_CAPACITY);
+    file_header.truncate(68);
     out.push(("file_header.bin".into(), file_header.clone()));
-    let mut future = frame::encode_file_header(id, MIN_CAPACITY);
-    future[16] = 2;
-    future.truncate(64);
+    let mut future = frame::encode_file_header(id, MIN_CAPACITY, MIN_CAPACITY);
+    future[16] = 3;
+    future.truncate(68);
     out.push(("file_header_damaged.bin".into(), future));
     out.push(("empty.bin".into(), Vec::new()));
     out

@@ -13,8 +13,11 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::split_storage_key;
 use crate::storage::generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
-use crate::storage::open::{OpenOptions, Opener};
+use crate::storage::journal::Journal;
+use crate::storage::journal::file::{JournalFile, journal_path};
+use crate::storage::open::{OpenOptions, Opener, corrupt_from_panic};
 use crate::storage::poison::panic_message;
+use crate::storage::salvage::{open_read_only, read_checkpoint};
 use crate::storage::tables::{EXPIRY, index_key, split_index_key};
 use crate::time::Timestamp;
 
@@ -43,6 +46,19 @@ pub enum ProblemKind {
     /// A record its generation's key filter does not hold: a lookup of its key may miss it
     /// and treat the key as new.
     UnfilteredRecord,
+    /// The database file is damaged: its pages do not verify, or it cannot be opened. The
+    /// detail names the file and what failed.
+    DamagedFile,
+    /// The journal ends in frames that do not verify: an append a crash cut short (never
+    /// acknowledged), or damage. They were not replayed.
+    DiscardedJournalTail,
+    /// The journal file is shorter than the extent its header records: it was cut short,
+    /// and acknowledged frames after its end are lost.
+    JournalCutShort,
+    /// An intact journal frame lies after a damaged one: an acknowledged frame was damaged.
+    DamagedJournalFrame,
+    /// The journal cannot be read at all (missing while needed, or its header is damaged).
+    UnreadableJournal,
 }
 
 impl ProblemKind {
@@ -56,6 +72,11 @@ impl ProblemKind {
             ProblemKind::UnindexedRecord => "unindexed_record",
             ProblemKind::DuplicateRecord => "duplicate_record",
             ProblemKind::UnfilteredRecord => "unfiltered_record",
+            ProblemKind::DamagedFile => "damaged_file",
+            ProblemKind::DiscardedJournalTail => "discarded_journal_tail",
+            ProblemKind::JournalCutShort => "journal_cut_short",
+            ProblemKind::DamagedJournalFrame => "damaged_journal_frame",
+            ProblemKind::UnreadableJournal => "unreadable_journal",
         }
     }
 }
@@ -75,12 +96,44 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// Frames at the end of the journal that recovery could not replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscardedTail {
+    /// Where the first of them starts in the journal file.
+    pub offset: u64,
+    /// How many frames (counted by their headers; a frame whose header is damaged ends the
+    /// count).
+    pub frames: u64,
+    /// The bytes they span.
+    pub bytes: u64,
+}
+
+/// The journal beside a checked store, as recovery finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalReport {
+    /// The journal file.
+    pub path: PathBuf,
+    /// Intact frames not yet folded into the database file (replayed by the next open).
+    pub frames: u64,
+    /// Frames at the end that do not verify, if any.
+    pub discarded_tail: Option<DiscardedTail>,
+    /// Whether the file is shorter than its recorded extent.
+    pub cut_short: bool,
+}
+
 /// What [`check`](crate::maintenance::check) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckReport {
     /// The file checked.
     pub path: PathBuf,
+    /// Whether every page of the database file verified. When not, `records` counts the
+    /// records that could still be read (see [`salvage`](crate::maintenance::salvage)).
+    pub pages_verified: bool,
+    /// The journal, when the store has one and it could be read.
+    pub journal: Option<JournalReport>,
     /// Records read (expired ones included).
     pub records: u64,
     /// Expiry-index entries read.
@@ -95,6 +148,8 @@ impl CheckReport {
     pub(crate) fn new(path: PathBuf) -> CheckReport {
         CheckReport {
             path,
+            pages_verified: true,
+            journal: None,
             records: 0,
             index_entries: 0,
             problem_count: 0,
@@ -102,13 +157,13 @@ impl CheckReport {
         }
     }
 
-    /// Whether the file is sound: its pages verified (or [`check`](crate::maintenance::check) would have failed), and
-    /// no problem in the records or the index.
+    /// Whether the store is sound: its pages verified, its journal intact, and no problem
+    /// in the records or the index.
     pub fn is_healthy(&self) -> bool {
         self.problem_count == 0
     }
 
-    fn add(&mut self, kind: ProblemKind, detail: String) {
+    pub(crate) fn add(&mut self, kind: ProblemKind, detail: String) {
         self.problem_count += 1;
         if self.problems.len() < MAX_LISTED_PROBLEMS {
             self.problems.push(Problem { kind, detail });
@@ -127,14 +182,179 @@ pub(crate) fn guarded<T>(doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T
     })
 }
 
-/// Opens the database file at `path` (which nothing else holds) with every page verified,
-/// and checks its tables.
-pub(crate) fn check_file(path: &Path, cache_size: usize) -> Result<CheckReport> {
-    let db = open_verified(path, cache_size)?;
+/// Runs `f` on a file that was never verified (a read-only look before the check, or a
+/// salvage): a panic inside redb is then likely damage, reported as [`Error::Corrupt`].
+pub(crate) fn guarded_unverified<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(corrupt_from_panic(panic.as_ref())))
+}
+
+/// Checks the store at `path` (which nothing else holds): first its journal, read-only, as
+/// recovery will find it; then `fold` (an open and orderly close, which replays the journal);
+/// then every page and table of the database file. Damage is reported, not returned as an
+/// error: the report then says what is damaged and how many records can still be read.
+pub(crate) fn check_store(
+    path: &Path,
+    cache_size: usize,
+    fold: impl FnOnce() -> Result<()>,
+) -> Result<CheckReport> {
     let mut report = CheckReport::new(path.to_owned());
-    guarded("checking the tables", || check_tables(&db, &mut report))?;
-    db.close().map_err(Error::from_redb)?;
-    Ok(report)
+    inspect_journal(path, cache_size, &mut report)?;
+    let journal_damaged = report.problem_count > 0;
+    let checked = fold().and_then(|()| {
+        let db = open_verified(path, cache_size)?;
+        guarded("checking the tables", || check_tables(&db, &mut report))?;
+        db.close().map_err(Error::from_redb)
+    });
+    match checked {
+        Ok(()) => Ok(report),
+        Err(Error::Corrupt { detail }) => {
+            // The open failed on the journal's damage, already reported; otherwise on the
+            // database file's.
+            if !journal_damaged {
+                let named = if detail.contains(&path.display().to_string()) {
+                    detail
+                } else {
+                    format!("{}: {detail}", path.display())
+                };
+                report.add(ProblemKind::DamagedFile, named);
+            }
+            report.pages_verified = false;
+            let readable = crate::storage::salvage(path, cache_size)?;
+            report.records = readable.entries.len() as u64 + readable.skipped_records;
+            report.index_entries = 0;
+            for skipped in readable.skipped {
+                report.add(ProblemKind::DamagedFile, skipped);
+            }
+            if readable.skipped_records > 0 {
+                report.add(
+                    ProblemKind::UndecodableRecord,
+                    format!(
+                        "{} records are found but cannot be decoded",
+                        readable.skipped_records
+                    ),
+                );
+            }
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reports the journal as recovery will find it, reading both files without writing.
+fn inspect_journal(path: &Path, cache_size: usize, report: &mut CheckReport) -> Result<()> {
+    let checkpoint = match open_read_only(path, cache_size) {
+        Ok(db) => {
+            let checkpoint = guarded_unverified(|| read_checkpoint(&db));
+            db.close()?;
+            // An unreadable checkpoint is the database file's damage: the open reports it.
+            checkpoint.ok().flatten()
+        }
+        // Refusals that the open would give anyway are given now, before anything writes.
+        Err(e @ (Error::Locked { .. } | Error::Missing { .. } | Error::NotAStore { .. })) => {
+            return Err(e);
+        }
+        Err(Error::EmptyFile { path }) => return Err(Error::EmptyFile { path }),
+        // A file that needs repair after a crash, or is damaged: the open sorts it out.
+        Err(_) => None,
+    };
+    let Some(cp) = checkpoint else {
+        return Ok(());
+    };
+    let journal = journal_path(path);
+    let present = std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0);
+    if !present {
+        if !cp.clean {
+            report.add(
+                ProblemKind::UnreadableJournal,
+                format!(
+                    "{}: missing, but the store was not closed cleanly: the operations acknowledged since the last fold are lost",
+                    journal.display()
+                ),
+            );
+        }
+        return Ok(());
+    }
+    let io = JournalFile::open_read_only(&journal).map_err(Error::from_io)?;
+    let header = match Journal::read_header(&io) {
+        Ok(header) => header,
+        Err(e) => {
+            if !cp.clean {
+                report.add(
+                    ProblemKind::UnreadableJournal,
+                    format!("{}: {e}", journal.display()),
+                );
+            }
+            return Ok(());
+        }
+    };
+    if header.journal_id != cp.journal_id {
+        if !cp.clean {
+            report.add(
+                ProblemKind::UnreadableJournal,
+                format!("{}: it belongs to another store", journal.display()),
+            );
+        }
+        return Ok(());
+    }
+    let found = match Journal::inspect(&io, &header, cp.tail, cp.folded_lsn) {
+        Ok(found) => found,
+        Err(e) => {
+            report.add(
+                ProblemKind::UnreadableJournal,
+                format!("{}: {e}", journal.display()),
+            );
+            return Ok(());
+        }
+    };
+    if let Some(cut) = found.cut_short {
+        report.add(
+            ProblemKind::JournalCutShort,
+            format!(
+                "{}: the file is {} bytes but was preallocated to {} bytes: it was cut short, and whatever was acknowledged after offset {} is lost ({} frames before it are intact)",
+                journal.display(),
+                cut.len,
+                cut.extent,
+                cut.len,
+                found.frames.len()
+            ),
+        );
+    }
+    if let Some(tail) = found.discarded {
+        report.add(
+            ProblemKind::DiscardedJournalTail,
+            format!(
+                "{}: {} frames ({} bytes) at offset {} do not verify and are discarded: an append a crash cut short, or damage",
+                journal.display(),
+                tail.frames,
+                tail.bytes,
+                tail.offset
+            ),
+        );
+    }
+    if let Some(lost) = found.intact_after_damage {
+        report.add(
+            ProblemKind::DamagedJournalFrame,
+            format!(
+                "{}: the frames end at offset {}, but frame {} at offset {} is intact: an acknowledged frame between them is damaged",
+                journal.display(),
+                found.end,
+                lost.lsn,
+                lost.offset
+            ),
+        );
+    }
+    report.journal = Some(JournalReport {
+        path: journal,
+        frames: found.frames.len() as u64,
+        discarded_tail: found.discarded.map(|t| DiscardedTail {
+            offset: t.offset,
+            frames: t.frames,
+            bytes: t.bytes,
+        }),
+        cut_short: found.cut_short.is_some(),
+    });
+    Ok(())
 }
 
 /// Opens the database file at `path` for offline work, verifying every page checksum first
@@ -147,6 +367,7 @@ pub(crate) fn open_verified(path: &Path, cache_size: usize) -> Result<redb::Data
             cache_size,
             verify: true,
             create: false,
+            defer_folds: false,
         },
     )
     .open_database()

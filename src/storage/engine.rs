@@ -47,6 +47,12 @@ pub(crate) struct JournaledEngine {
     writer: Mutex<Option<JoinHandle<()>>>,
     folder: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
     close_result: Mutex<Option<Result<()>>>,
+    /// Opened for a short process: a close leaves the checkpoint marked unclean, so the
+    /// next process may leave its folds to the journal too.
+    short_process: bool,
+    /// This session reads the database through an in-memory overlay: a fold would only
+    /// write to memory, so the close does not fold.
+    overlay: bool,
 }
 
 impl JournaledEngine {
@@ -57,9 +63,9 @@ impl JournaledEngine {
         clock: Arc<dyn Clock>,
         commit: CommitSettings,
     ) -> Result<JournaledEngine> {
-        let db = opener.open_database()?;
-        let filters = Filters::load(&db, commit.generation_keys)?;
-        let journal = open_journal(&opener, &db, commit, &filters)?;
+        let short_process = opener.overlay();
+        let (opener, db, filters, journal, replay) = open_session(opener, commit)?;
+        let overlay = opener.overlay();
         let poison = Arc::new(Poison::default());
         let database = Database::new(
             db,
@@ -68,6 +74,16 @@ impl JournaledEngine {
             commit.record_cache_size,
             Arc::clone(&poison),
         );
+        // A short-process session replays the journal into memory, not into the database.
+        if let Some((lsn, changes)) = replay {
+            database.memtable.publish(
+                lsn,
+                changes
+                    .into_iter()
+                    .map(|(key, value)| (key, value.map(Arc::from)))
+                    .collect(),
+            );
+        }
         let parts = WriterParts {
             database: Arc::new(database),
             journal: Arc::new(JournalState::new(journal)),
@@ -93,6 +109,8 @@ impl JournaledEngine {
             writer: Mutex::new(Some(writer)),
             folder: Mutex::new(Some((stop, folder))),
             close_result: Mutex::new(None),
+            short_process,
+            overlay,
         })
     }
 
@@ -154,11 +172,12 @@ impl JournaledEngine {
         // A caller committing on its own thread finishes before the last fold.
         let _commits = self.parts.commits.lock.lock();
         let poisoned = self.parts.poison.get();
-        let folded = if written.is_ok() && poisoned.is_none() {
-            self.fold_now(true).map(drop)
+        let folded = if written.is_ok() && poisoned.is_none() && !self.overlay {
+            self.fold_now(!self.short_process).map(drop)
         } else {
             // Never mark a journal clean after a failed write, or after a panic left
-            // idemdb's state in doubt: recovery must look at the journal.
+            // idemdb's state in doubt: recovery must look at the journal. An overlay
+            // session's fold would only reach memory: the next open replays the journal.
             Ok(())
         };
         let journal_closed = self
@@ -180,6 +199,50 @@ impl JournaledEngine {
 /// poison the engine (it takes the time the writer thread needs to unwind).
 const UNANSWERED_WAIT: Duration = Duration::from_secs(5);
 
+/// How much unfolded journal a short-process session replays into memory before it folds
+/// for real instead: every open reads it, so it bounds what an open costs.
+const SHORT_PROCESS_UNFOLDED: u64 = 1024 * 1024;
+
+/// Opens the database and the journal for a session. A short-process opener reads the
+/// database through an in-memory overlay (see `Opener::open_session`) when the file's
+/// checkpoint says the journal holds what was not folded and the journal holds less than
+/// [`SHORT_PROCESS_UNFOLDED`] (or a quarter of its size) unfolded; otherwise the session writes the database file for real.
+fn open_session(
+    opener: Opener,
+    commit: CommitSettings,
+) -> Result<(Opener, redb::Database, Filters, Journal, Option<Replay>)> {
+    let (opener, db) = opener.open_session()?;
+    let (opener, db) =
+        if opener.overlay() && tables::read_checkpoint(&db)?.is_none_or(|cp| cp.clean) {
+            drop(db);
+            let opener = opener.writing();
+            let db = opener.open_database()?;
+            (opener, db)
+        } else {
+            (opener, db)
+        };
+    let filters = if opener.overlay() {
+        Filters::load_none(&db, commit.generation_keys)?
+    } else {
+        Filters::load_sealed(&db, commit.generation_keys)?
+    };
+    let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
+    if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
+        drop(journal);
+        drop(db);
+        let opener = opener.writing();
+        let db = opener.open_database()?;
+        let filters = Filters::load_sealed(&db, commit.generation_keys)?;
+        let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
+        return Ok((opener, db, filters, journal, replay));
+    }
+    Ok((opener, db, filters, journal, replay))
+}
+
+/// The changes a short-process session replays into memory: the last frame's LSN and the
+/// latest state of each key the unfolded frames hold.
+type Replay = (u64, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
 /// Opens or creates the journal, recovering frames newer than the last checkpoint, and
 /// records a fresh (not clean) checkpoint.
 fn open_journal(
@@ -187,7 +250,7 @@ fn open_journal(
     db: &redb::Database,
     commit: CommitSettings,
     filters: &Filters,
-) -> Result<Journal> {
+) -> Result<(Journal, Option<Replay>)> {
     let checkpoint = tables::read_checkpoint(db)?;
     let io = opener.open_journal()?;
     // A durable store's frames are kept until a sync succeeds (see `unsynced`): frames
@@ -202,6 +265,7 @@ fn open_journal(
     let has_file = io.len().map_err(Error::from_io)? > 0;
     let header = has_file.then(|| Journal::read_header(io.as_ref()));
     let capacity = commit.journal_size.max(MIN_CAPACITY);
+    let mut replay = None;
     let journal = match checkpoint {
         // A new store, or one from before the journal: nothing can be in a journal file.
         None => Journal::create(io, capacity, 0)?,
@@ -231,7 +295,14 @@ fn open_journal(
                     ),
                 });
             }
-            recover(io, &header, &cp, db, commit, filters)?
+            if opener.overlay() {
+                let (journal, changes) =
+                    replay_unfolded(io, &header, &cp).map_err(|e| opener.name_journal(e))?;
+                replay = Some(changes);
+                // The checkpoint on disk stays as it is (not clean): nothing to record.
+                return Ok((journal, replay));
+            }
+            recover(io, &header, &cp, db, commit, filters).map_err(|e| opener.name_journal(e))?
         }
     };
     let write = db.begin_write().map_err(Error::from_redb)?;
@@ -245,7 +316,33 @@ fn open_journal(
         },
     )?;
     write.commit().map_err(Error::from_redb)?;
-    Ok(journal)
+    Ok((journal, replay))
+}
+
+/// A short-process session's recovery: the frames after the checkpoint, as the latest
+/// state of each key, to be read into memory; the journal continues after them and keeps
+/// them (no fold of this process reaches the database file).
+fn replay_unfolded(
+    io: Box<dyn redb::StorageBackend>,
+    header: &FileHeader,
+    checkpoint: &Checkpoint,
+) -> Result<(Journal, Replay)> {
+    let recovered =
+        Journal::recover_quick(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for (_, changes) in recovered.frames {
+        for (key, value) in changes {
+            latest.insert(key, value);
+        }
+    }
+    let journal = Journal::resume_unfolded(
+        io,
+        header,
+        checkpoint.tail,
+        recovered.head,
+        recovered.last_lsn,
+    )?;
+    Ok((journal, (recovered.last_lsn, latest.into_iter().collect())))
 }
 
 fn recover(

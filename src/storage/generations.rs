@@ -26,7 +26,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableError, WriteTransaction,
+    TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
@@ -110,6 +110,27 @@ fn listed(read: &ReadTransaction, with_filters: bool) -> Result<Vec<Row>> {
     }
 }
 
+/// The ids of the generations `read` sees, from the names of their tables: unlike the
+/// generations table, whose rows carry the sealed generations' filters, listing tables
+/// reads no filter bytes. A generation's row and table are created and dropped together.
+fn generation_ids(read: &ReadTransaction) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = read
+        .list_tables()
+        .map_err(Error::from_redb)?
+        .filter_map(|table| generation_of(table.name()))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The generation whose table is called `name`, if it is one (see [`table_name`]).
+fn generation_of(name: &str) -> Option<u64> {
+    if name == table_name(0) {
+        return Some(0);
+    }
+    name.strip_prefix("idemdb_records.")?.parse().ok()
+}
+
 /// Creates the generations table, with generation 0 current, if the store has none (a new
 /// store, or one from before generations).
 pub(crate) fn ensure_table(write: &WriteTransaction) -> Result<()> {
@@ -127,24 +148,56 @@ pub(crate) fn ensure_table(write: &WriteTransaction) -> Result<()> {
 /// The filters of the live generations, shared by readers and folds.
 pub(crate) struct Filters {
     map: RwLock<HashMap<u64, Arc<KeyFilter>>>,
+    /// Generations loaded without a filter: the current one, whose filter is built only
+    /// when it is sealed (reads search it without one meanwhile), so that an open does not
+    /// read every key it holds.
+    unfiltered: RwLock<Vec<u64>>,
     generation_keys: usize,
 }
 
 impl Filters {
-    /// Loads the filters of the generations in `db`: a sealed one's from its row, the
-    /// current one's (and any that does not decode) by reading its keys.
-    pub(crate) fn load(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
-        let read = db.begin_read().map_err(Error::from_redb)?;
-        Filters::load_from(&read, generation_keys)
+    /// Loads the filters of the generations one read transaction sees: a sealed one's from
+    /// its row, the current one's (and any that does not decode) by reading its keys.
+    pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
+        Filters::load_rows(read, generation_keys, true)
     }
 
-    /// [`load`](Self::load), from the state of one read transaction.
-    pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
+    /// The filters of the sealed generations only: the current one is searched without a
+    /// filter until a fold seals it (which builds it then). Opening costs no read of the
+    /// current generation's keys.
+    pub(crate) fn load_sealed(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+        let read = db.begin_read().map_err(Error::from_redb)?;
+        Filters::load_rows(&read, generation_keys, false)
+    }
+
+    /// No filter at all: every generation is searched without one. For a short process,
+    /// which looks up a key or two: reading the sealed generations' filters would cost
+    /// more than searching each generation's table once.
+    pub(crate) fn load_none(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+        let read = db.begin_read().map_err(Error::from_redb)?;
+        let ids = generation_ids(&read)?;
+        Ok(Filters {
+            map: RwLock::new(HashMap::new()),
+            unfiltered: RwLock::new(ids),
+            generation_keys: generation_keys.max(1),
+        })
+    }
+
+    fn load_rows(
+        read: &ReadTransaction,
+        generation_keys: usize,
+        build_current: bool,
+    ) -> Result<Filters> {
         let rows = listed(read, true)?;
         let mut map = HashMap::new();
+        let mut unfiltered = Vec::new();
         for (id, bytes) in rows {
             let filter = match bytes.as_deref().map(KeyFilter::from_bytes) {
                 Some(Some(filter)) => filter,
+                None if !build_current => {
+                    unfiltered.push(id);
+                    continue;
+                }
                 decoded => {
                     if decoded.is_some() {
                         tracing::warn!(generation = id, "rebuilding an unreadable key filter");
@@ -156,6 +209,7 @@ impl Filters {
         }
         Ok(Filters {
             map: RwLock::new(map),
+            unfiltered: RwLock::new(unfiltered),
             generation_keys: generation_keys.max(1),
         })
     }
@@ -167,7 +221,9 @@ impl Filters {
     /// How many generations have a filter: the live ones, plus, after a failed fold, one
     /// it had started (until a fold succeeds).
     pub(crate) fn count(&self) -> usize {
-        self.map.read().len()
+        let map = self.map.read();
+        let unfiltered = self.unfiltered.read();
+        map.len() + unfiltered.iter().filter(|id| !map.contains_key(id)).count()
     }
 }
 
@@ -194,7 +250,7 @@ impl RecordsView {
     /// Opens every generation of `read`. A generation without a filter (dropped since the
     /// snapshot, say) is searched without one.
     pub(crate) fn open(read: &ReadTransaction, filters: &Filters) -> Result<RecordsView> {
-        let ids: Vec<u64> = listed(read, false)?.into_iter().map(|(id, _)| id).collect();
+        let ids = generation_ids(read)?;
         let mut gens = Vec::with_capacity(ids.len());
         for id in ids.into_iter().rev() {
             let table =
@@ -477,6 +533,7 @@ impl<'t> GenerationsWriter<'t> {
             self.rows.remove(id).map_err(Error::from_redb)?;
             // A reader with an older snapshot searches that generation without a filter.
             self.filters.map.write().remove(&id);
+            self.filters.unfiltered.write().retain(|&u| u != id);
         }
         Ok(())
     }

@@ -29,8 +29,10 @@ mod journal_state;
 mod key_filter;
 mod memtable;
 mod open;
+mod overlay;
 mod poison;
 mod record_cache;
+mod salvage;
 mod signal;
 mod sweep;
 mod tables;
@@ -40,13 +42,17 @@ mod writer;
 use std::time::Duration;
 
 pub use backend::{Backend, MemoryBackend, StorageRole};
-pub use check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind};
+pub use check::{
+    CheckReport, DiscardedTail, JournalReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind,
+};
 pub use compact::CompactReport;
 #[cfg(feature = "testing")]
 pub use poison::injected::{PanicSite, inject_panic};
+pub use salvage::Salvage;
+pub(crate) use salvage::salvage;
 
 pub(crate) use backend::AsRedb;
-pub(crate) use check::check_file;
+pub(crate) use check::check_store;
 pub(crate) use compact::compact_file;
 pub(crate) use engine::JournaledEngine;
 pub(crate) use generations::DEFAULT_GENERATION_KEYS;

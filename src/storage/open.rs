@@ -12,6 +12,7 @@ use redb::{DatabaseError, StorageBackend, StorageError};
 use crate::error::{Error, Result};
 use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
+use crate::storage::overlay::OverlayBackend;
 use crate::storage::tables;
 use crate::storage::unsynced::UnsyncedWrites;
 
@@ -38,6 +39,9 @@ pub(crate) struct OpenOptions {
     pub(crate) cache_size: usize,
     pub(crate) verify: bool,
     pub(crate) create: bool,
+    /// Open an existing file through an in-memory overlay when the session may leave its
+    /// folds to the journal (see `StoreBuilder::short_process`).
+    pub(crate) defer_folds: bool,
 }
 
 /// Knows how to open the database, again and again: once at start, and after a failed commit
@@ -91,6 +95,26 @@ impl Opener {
         })
     }
 
+    /// Names the journal's file in a corruption error its reading found (the journal itself
+    /// only says "journal").
+    pub(crate) fn name_journal(&self, error: Error) -> Error {
+        match error {
+            Error::Corrupt { detail } => {
+                let file = match self.files() {
+                    Some(files) => files.journal.display().to_string(),
+                    None => format!("the journal of {}", self.path.display()),
+                };
+                Error::Corrupt {
+                    detail: format!(
+                        "{file}: {}",
+                        detail.strip_prefix("journal: ").unwrap_or(&detail)
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Opens the journal's storage (creating an empty file if there is none).
     pub(crate) fn open_journal(&self) -> Result<Box<dyn StorageBackend>> {
         match &self.backend {
@@ -105,8 +129,85 @@ impl Opener {
         }
     }
 
+    /// Whether this opener reads the database through an in-memory overlay.
+    pub(crate) fn overlay(&self) -> bool {
+        self.options.defer_folds && self.backend.is_none()
+    }
+
+    /// The same opener, writing the database file for real.
+    pub(crate) fn writing(&self) -> Opener {
+        let mut opener = self.clone();
+        opener.options.defer_folds = false;
+        opener
+    }
+
+    /// Opens an existing, cleanly closed database file through an in-memory overlay, with
+    /// the file locked as redb locks it. `None` when the file must be opened for real: it
+    /// is missing or empty (creation writes it), or needs repair (which must reach disk,
+    /// or every later open would repeat it).
+    fn open_overlay(&self) -> Result<Option<redb::Database>> {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+            _ => return Ok(None),
+        }
+        precheck_file(&self.path, false)?;
+        let file = std::fs::File::open(&self.path).map_err(Error::from_io)?;
+        if file.try_lock().is_err() {
+            return Err(Error::Locked {
+                path: self.path.clone(),
+            });
+        }
+        let overlay = OverlayBackend::new(file).map_err(Error::from_io)?;
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut builder = redb::Builder::new();
+        let seen = Arc::clone(&repaired);
+        builder
+            .set_cache_size(self.options.cache_size)
+            .set_check_integrity_on_open(self.options.verify)
+            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed));
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(overlay)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(map_open_error(e, &self.path)),
+            Err(panic) => return Err(corrupt_from_panic(panic.as_ref())),
+        };
+        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            // Dropped, releasing the lock; the caller opens the file for real.
+            drop(db);
+            return Ok(None);
+        }
+        match catch_unwind(AssertUnwindSafe(|| tables::check_or_init(&db, &self.path))) {
+            Ok(Ok(())) => Ok(Some(db)),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(corrupt_from_panic(panic.as_ref())),
+        }
+    }
+
+    /// Opens the database for a new session: through the overlay when this opener defers
+    /// folds and the file allows it, else for real. Returns the opener the session must use
+    /// from then on (for reopens) with the database.
+    pub(crate) fn open_session(self) -> Result<(Opener, redb::Database)> {
+        if self.overlay()
+            && let Some(db) = self.open_overlay()?
+        {
+            return Ok((self, db));
+        }
+        let opener = self.writing();
+        let db = opener.open_database()?;
+        Ok((opener, db))
+    }
+
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open_database(&self) -> Result<redb::Database> {
+        if self.overlay() {
+            // A reopen (after a failed commit) of a session that began on an overlay.
+            return self.open_overlay()?.ok_or_else(|| Error::Corrupt {
+                detail: format!(
+                    "{}: the file needs repair since this process opened it",
+                    self.path.display()
+                ),
+            });
+        }
         let storage: Box<dyn StorageBackend> = match &self.backend {
             None => {
                 let recreated = self.options.create && reset_unfinished_file(&self.path)?;
@@ -118,6 +219,7 @@ impl Opener {
                     );
                 } else {
                     precheck_file(&self.path, self.options.create)?;
+                    refuse_journal_without_store(&self.path)?;
                 }
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -249,6 +351,31 @@ fn reset_unfinished_file(path: &Path) -> Result<bool> {
     Ok(unfinished)
 }
 
+/// Refuses to create a store file where a journal already exists: a store creates its
+/// journal right after its database file, so a journal alone means the database file was
+/// deleted or moved, and creating an empty one would overwrite the journal and with it the
+/// acknowledged records it holds.
+fn refuse_journal_without_store(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    let journal = journal_path(path);
+    match std::fs::metadata(&journal) {
+        Ok(meta) if meta.len() > 0 => Err(Error::Corrupt {
+            detail: format!(
+                "{}: the store file is missing, but its journal {} ({} bytes) is still there: \
+                 the store file was deleted or moved. Put it back; removing the journal instead \
+                 starts an empty store and loses every record the journal holds (the records \
+                 acknowledged since the last fold; `idemdb export --salvage` reads them)",
+                path.display(),
+                journal.display(),
+                meta.len()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {
     let len = backend.len().map_err(Error::from_io)?;
     creation_unfinished(len, &mut |offset, out| backend.read(offset, out)).map_err(Error::from_io)
@@ -301,7 +428,13 @@ fn precheck_file(path: &Path, create: bool) -> Result<()> {
     Ok(())
 }
 
-fn map_open_error(err: DatabaseError, path: &Path) -> Error {
+/// Refuses a path that is not an existing store file, as opening it would.
+pub(crate) fn precheck_existing(path: &Path) -> Result<()> {
+    precheck_file(path, false)
+}
+
+/// The typed error for a failure redb reports while opening the file at `path`.
+pub(crate) fn map_open_error(err: DatabaseError, path: &Path) -> Error {
     match err {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => Error::Locked {
             path: path.to_owned(),
@@ -323,6 +456,9 @@ fn map_open_error(err: DatabaseError, path: &Path) -> Error {
                 detail: format!("{}: {io}", path.display()),
             }
         }
+        DatabaseError::Storage(StorageError::Corrupted(why)) => Error::Corrupt {
+            detail: format!("{}: the file is damaged (redb: {why})", path.display()),
+        },
         DatabaseError::Storage(StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::IsADirectory =>
         {

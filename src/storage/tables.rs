@@ -72,6 +72,11 @@ impl Checkpoint {
 /// The last checkpoint, if the store has ever had a journal.
 pub(crate) fn read_checkpoint(db: &redb::Database) -> Result<Option<Checkpoint>> {
     let read = db.begin_read().map_err(Error::from_redb)?;
+    read_checkpoint_from(&read)
+}
+
+/// The last checkpoint, as a read transaction of any kind of database sees it.
+pub(crate) fn read_checkpoint_from(read: &redb::ReadTransaction) -> Result<Option<Checkpoint>> {
     let meta = read.open_table(META).map_err(Error::from_redb)?;
     let Some(bytes) = meta.get(CHECKPOINT_KEY).map_err(Error::from_redb)? else {
         return Ok(None);

@@ -33,6 +33,15 @@ impl JournalFile {
     }
 }
 
+impl JournalFile {
+    /// Opens an existing journal file for reading only: salvage and checks never write.
+    pub(crate) fn open_read_only(path: &Path) -> std::io::Result<JournalFile> {
+        Ok(JournalFile {
+            file: OpenOptions::new().read(true).open(path)?,
+        })
+    }
+}
+
 impl StorageBackend for JournalFile {
     fn len(&self) -> std::io::Result<u64> {
         Ok(self.file.metadata()?.len())

@@ -23,8 +23,11 @@ pub(crate) const FILE_HEADER_LEN: u64 = 4096;
 
 const FRAME_MAGIC: &[u8; 4] = b"IDJF";
 const FILE_MAGIC: &[u8; 16] = b"idemdb journal\0\0";
-/// The journal format this build writes and reads.
-pub(crate) const JOURNAL_FORMAT: u32 = 1;
+/// The journal format this build writes. Format 2 records the file's preallocated extent
+/// in the header; format 1 (read, never written) did not.
+pub(crate) const JOURNAL_FORMAT: u32 = 2;
+/// The first journal format, without a recorded extent.
+const JOURNAL_FORMAT_V1: u32 = 1;
 
 /// What a frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,13 +198,17 @@ pub(crate) fn decode_changes(payload: &[u8]) -> Result<Vec<FrameEntry>, &'static
     Ok(changes)
 }
 
-/// The journal file's header page.
-pub(crate) fn encode_file_header(journal_id: u128, capacity: u64) -> Vec<u8> {
+/// The journal file's header page: magic | format u32 | journal id u128 | capacity u64 |
+/// extent u64 | checksum (first 16 bytes of BLAKE3 of what precedes it), zero-padded.
+/// `extent` is how far the file has been preallocated: every byte before it was written and
+/// synced before the header said so, so a file shorter than its extent was cut short.
+pub(crate) fn encode_file_header(journal_id: u128, capacity: u64, extent: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(FILE_HEADER_LEN as usize);
     out.extend_from_slice(FILE_MAGIC);
     out.extend_from_slice(&JOURNAL_FORMAT.to_le_bytes());
     out.extend_from_slice(&journal_id.to_le_bytes());
     out.extend_from_slice(&capacity.to_le_bytes());
+    out.extend_from_slice(&extent.to_le_bytes());
     let sum = checksum(&out, &[]);
     out.extend_from_slice(&sum);
     out.resize(FILE_HEADER_LEN as usize, 0);
@@ -214,26 +221,38 @@ pub(crate) struct FileHeader {
     pub(crate) format: u32,
     pub(crate) journal_id: u128,
     pub(crate) capacity: u64,
+    /// How far the file was preallocated; `None` in a format-1 journal, which did not say.
+    pub(crate) extent: Option<u64>,
 }
 
 /// Parses the header page; the error says what is wrong with it.
 pub(crate) fn parse_file_header(bytes: &[u8]) -> Result<FileHeader, &'static str> {
-    let bytes = bytes.get(..60).ok_or("shorter than a journal header")?;
-    if &bytes[..16] != FILE_MAGIC {
+    let start = bytes.get(..20).ok_or("shorter than a journal header")?;
+    if &start[..16] != FILE_MAGIC {
         return Err("not an idemdb journal");
     }
+    let format = u32::from_le_bytes(start[16..20].try_into().map_err(|_| "bad format")?);
+    // Format 1 has no extent: its checksum follows the capacity.
+    let summed = if format == JOURNAL_FORMAT_V1 { 44 } else { 52 };
+    let bytes = bytes
+        .get(..summed + 16)
+        .ok_or("shorter than a journal header")?;
     let mut sum = [0u8; 16];
-    sum.copy_from_slice(&bytes[44..60]);
-    if checksum(&bytes[..44], &[]) != sum {
+    sum.copy_from_slice(&bytes[summed..summed + 16]);
+    if checksum(&bytes[..summed], &[]) != sum {
         return Err("the journal header's checksum does not match");
     }
-    let format = u32::from_le_bytes(bytes[16..20].try_into().map_err(|_| "bad format")?);
     let journal_id = u128::from_le_bytes(bytes[20..36].try_into().map_err(|_| "bad id")?);
     let capacity = u64::from_le_bytes(bytes[36..44].try_into().map_err(|_| "bad capacity")?);
+    let extent = (format != JOURNAL_FORMAT_V1)
+        .then(|| bytes[44..52].try_into().map(u64::from_le_bytes))
+        .transpose()
+        .map_err(|_| "bad extent")?;
     Ok(FileHeader {
         format,
         journal_id,
         capacity,
+        extent,
     })
 }
 
@@ -312,21 +331,36 @@ mod tests {
 
     #[test]
     fn file_header_round_trip_and_damage() {
-        let h = encode_file_header(99, 1 << 26);
+        let h = encode_file_header(99, 1 << 26, 1 << 21);
         assert_eq!(h.len() as u64, FILE_HEADER_LEN);
         assert_eq!(
             parse_file_header(&h),
             Ok(FileHeader {
                 format: JOURNAL_FORMAT,
                 journal_id: 99,
-                capacity: 1 << 26
+                capacity: 1 << 26,
+                extent: Some(1 << 21),
             })
         );
-        for i in 0..60 {
+        for i in 0..68 {
             let mut bad = h.clone();
             bad[i] ^= 1;
             assert!(parse_file_header(&bad).is_err(), "byte {i}");
         }
         assert!(parse_file_header(&h[..10]).is_err());
+    }
+
+    #[test]
+    fn a_format_1_header_reads_without_an_extent() {
+        let mut h = Vec::new();
+        h.extend_from_slice(FILE_MAGIC);
+        h.extend_from_slice(&JOURNAL_FORMAT_V1.to_le_bytes());
+        h.extend_from_slice(&7u128.to_le_bytes());
+        h.extend_from_slice(&(1u64 << 26).to_le_bytes());
+        let sum = checksum(&h, &[]);
+        h.extend_from_slice(&sum);
+        h.resize(FILE_HEADER_LEN as usize, 0);
+        let parsed = parse_file_header(&h).expect("format 1");
+        assert_eq!((parsed.journal_id, parsed.extent), (7, None));
     }
 }
