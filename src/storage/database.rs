@@ -81,6 +81,23 @@ impl Database {
         self.poison.caught(place, payload, self.opener.verifies())
     }
 
+    /// The error for a panic caught while writing the database (a fold): it always poisons
+    /// the engine, since idemdb's own state is in doubt. On a file that was never verified
+    /// the message says damage may be the cause, and how to tell.
+    pub(crate) fn caught_writing(
+        &self,
+        place: &str,
+        payload: &(dyn std::any::Any + Send),
+    ) -> Error {
+        let note = if self.opener.verifies() {
+            ""
+        } else {
+            " (the file was not verified when it was opened: if `check` finds it damaged, \
+             damage is the cause rather than a bug)"
+        };
+        self.poison.poison_noting(place, payload, note)
+    }
+
     /// How often the database was reopened after a failure.
     pub(crate) fn reopens(&self) -> u64 {
         self.reopens.load(Ordering::Relaxed)

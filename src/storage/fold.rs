@@ -238,7 +238,7 @@ pub(crate) fn fold_once(
         )?;
         write.commit().map_err(Error::from_redb)
     }))
-    .unwrap_or_else(|panic| Err(database.caught("a fold panicked", panic.as_ref())));
+    .unwrap_or_else(|panic| Err(database.caught_writing("a fold panicked", panic.as_ref())));
     if let Err(e @ Error::Poisoned { .. }) = result {
         // Nothing of idemdb's state can be trusted: no reopen, no retry.
         journal.space_freed.notify();

@@ -25,6 +25,16 @@ impl Poison {
     /// Poisons the engine (the first panic wins) and returns the error to report.
     /// `place` says where the panic was caught, as in "the writer thread panicked".
     pub(crate) fn poison(&self, place: &str, payload: &(dyn Any + Send)) -> Error {
+        self.poison_noting(place, payload, "")
+    }
+
+    /// [`poison`](Self::poison), with `note` after the panic's message.
+    pub(crate) fn poison_noting(
+        &self,
+        place: &str,
+        payload: &(dyn Any + Send),
+        note: &str,
+    ) -> Error {
         let mut cause = self.cause.lock();
         let error = cause
             .get_or_insert_with(|| {
@@ -33,7 +43,7 @@ impl Poison {
                     .name()
                     .map(|n| format!(" on thread {n}"))
                     .unwrap_or_default();
-                let detail = format!("{place}{on}: {}", panic_message(payload));
+                let detail = format!("{place}{on}: {}{note}", panic_message(payload));
                 tracing::error!(%detail, "idemdb caught a panic; the store is poisoned");
                 Error::Poisoned { detail }
             })
