@@ -306,17 +306,44 @@ impl Claim {
     }
 
     /// Lets go of this handle without ending the claim: the record stays in flight under
-    /// its lease, and [`Store::resume`](crate::Store::resume) takes it back. Waiters in this
+    /// its lease, marked detached, and [`Store::resume`](crate::Store::resume) takes it back,
+    /// possibly in another process after this one has closed the store. Waiters in this
     /// process stop waiting for it.
-    pub fn detach(mut self) -> ClaimTicket {
+    ///
+    /// A claim that is not detached ends with the opening of the store that made it: once
+    /// the store is reopened its holder counts as gone (the recovery policy decides what
+    /// the next request gets). A detached one is judged by its lease instead, and by its
+    /// owner tag ([`BeginOptions::owner`](crate::BeginOptions::owner)) for a supervisor that
+    /// can tell whether the owner still runs and [`Store::abandon`](crate::Store::abandon)s
+    /// it if not (the `idemdb` command-line tool does).
+    ///
+    /// The mark is one durable write. If it fails the claim is abandoned, as dropping it
+    /// does, and the error returned.
+    pub fn detach(mut self) -> Result<ClaimTicket> {
         self.ended = true;
-        let (scope, key) = display_key(&self.storage_key);
-        ClaimTicket {
-            scope,
-            key,
+        let outcome = self.apply(Operation::Detach {
             claim: self.execution.claim,
-            fingerprint: self.fingerprint,
+        });
+        let error = match outcome {
+            Ok(Outcome::Detached) => {
+                let (scope, key) = display_key(&self.storage_key);
+                return Ok(ClaimTicket {
+                    scope,
+                    key,
+                    claim: self.execution.claim,
+                    fingerprint: self.fingerprint,
+                });
+            }
+            Ok(Outcome::ClaimLost(reason)) => return Err(Error::ClaimLost(reason)),
+            Ok(other) => Error::Internal {
+                detail: format!("unexpected outcome {other:?} for detach"),
+            },
+            Err(error) => error,
+        };
+        if let Err(abandon) = self.abandon_now() {
+            tracing::warn!(error = %abandon, claim = %self.execution.claim, "abandoning a claim that could not be detached failed");
         }
+        Err(error)
     }
 }
 
@@ -324,6 +351,17 @@ impl Drop for Claim {
     fn drop(&mut self) {
         if self.ended {
             return;
+        }
+        // Dropping is how a panic or an early return abandons a claim; a claim dropped by
+        // mistake (`matches!(store.begin(..), Begin::Execute(_))`) looks the same, so debug
+        // builds say so.
+        #[cfg(debug_assertions)]
+        if !std::thread::panicking() {
+            tracing::warn!(
+                claim = %self.execution.claim,
+                "an idemdb claim was dropped without complete, release, abandon or detach: \
+                 the key is abandoned and the recovery policy decides what its retry gets"
+            );
         }
         if let Err(error) = self.abandon_now() {
             // The record stays in flight; its lease ends on its own.

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::fingerprint::Fingerprint;
@@ -48,8 +49,9 @@ struct Slot {
 enum SlotState {
     /// The entering caller is asking the writer for the claim.
     Claiming,
-    /// The claim is durable and held by a caller in this process.
-    Held(Fingerprint),
+    /// The claim is durable and held by a caller in this process: the thread that began
+    /// it (where threads can be told apart), for the request with this fingerprint.
+    Held(Fingerprint, Option<ThreadId>),
     /// The slot's holder is gone: look again.
     Done,
 }
@@ -63,6 +65,8 @@ pub(crate) enum Entry {
     HeldForOtherRequest(SlotGuard),
     /// The wait ran out while another caller still held the key.
     TimedOut(SlotGuard),
+    /// The calling thread itself holds the key: waiting would only wait for itself.
+    HeldByCaller(SlotGuard),
     /// The caller that held the key is done: look again.
     Released,
 }
@@ -97,27 +101,29 @@ impl InflightMap {
         };
         // The stripe is unlocked while waiting: other keys of the stripe are not held up.
         let mut state = slot.state.lock();
-        let held_for_other = loop {
+        let me = current_thread();
+        let found = loop {
             match *state {
                 SlotState::Done => return Entry::Released,
-                SlotState::Held(held) if held != fingerprint => break true,
-                SlotState::Held(_) | SlotState::Claiming => {}
+                SlotState::Held(held, _) if held != fingerprint => break Found::OtherRequest,
+                SlotState::Held(_, Some(holder)) if Some(holder) == me => break Found::Caller,
+                SlotState::Held(..) | SlotState::Claiming => {}
             }
             if slot.changed.wait_until(&mut state, deadline).timed_out() {
                 match *state {
                     SlotState::Done => return Entry::Released,
-                    SlotState::Held(held) => break held != fingerprint,
-                    SlotState::Claiming => break false,
+                    SlotState::Held(held, _) if held != fingerprint => break Found::OtherRequest,
+                    SlotState::Held(..) | SlotState::Claiming => break Found::TimedOut,
                 }
             }
         };
         drop(state);
         // This caller asks the writer too, and whoever comes next waits for its answer.
         let guard = self.push(&mut self.stripe(key).lock(), key);
-        if held_for_other {
-            Entry::HeldForOtherRequest(guard)
-        } else {
-            Entry::TimedOut(guard)
+        match found {
+            Found::OtherRequest => Entry::HeldForOtherRequest(guard),
+            Found::Caller => Entry::HeldByCaller(guard),
+            Found::TimedOut => Entry::TimedOut(guard),
         }
     }
 
@@ -171,10 +177,11 @@ impl SlotGuard {
         self.slot.overtaken.load(Ordering::Acquire)
     }
 
-    /// The claim is durable: waiters with another fingerprint can stop waiting (conflict).
+    /// The claim is durable, held by the calling thread: waiters with another fingerprint
+    /// can stop waiting (conflict), and this thread will not wait for itself.
     pub(crate) fn hold(&self, fingerprint: Fingerprint) {
         let mut state = self.slot.state.lock();
-        *state = SlotState::Held(fingerprint);
+        *state = SlotState::Held(fingerprint, current_thread());
         self.slot.changed.notify_all();
     }
 }
@@ -204,6 +211,25 @@ impl std::fmt::Debug for SlotGuard {
     }
 }
 
+/// Why [`InflightMap::enter`] stopped waiting without the key being released.
+enum Found {
+    OtherRequest,
+    Caller,
+    TimedOut,
+}
+
+/// The calling thread. Shuttle runs every modelled thread on one OS thread, so there
+/// threads cannot be told apart and no caller is ever taken for the holder.
+#[cfg(not(all(test, shuttle)))]
+fn current_thread() -> Option<ThreadId> {
+    Some(std::thread::current().id())
+}
+
+#[cfg(all(test, shuttle))]
+fn current_thread() -> Option<ThreadId> {
+    None
+}
+
 /// `now + wait`, saturating far in the future.
 pub(crate) fn deadline_after(wait: Duration) -> Instant {
     let now = Instant::now();
@@ -228,7 +254,8 @@ mod tests {
         let Entry::Vacant(guard) = map.enter(b"k", A, Instant::now()) else {
             panic!("first caller enters")
         };
-        guard.hold(A);
+        // Held by another thread: this one is a caller like any other.
+        std::thread::scope(|s| s.spawn(|| guard.hold(A)).join().expect("holder thread"));
         // A caller that does not wait, or has another request, asks the writer too, with a
         // slot of its own (on top: the next caller waits for that one).
         assert!(matches!(
@@ -328,6 +355,30 @@ mod tests {
         ));
         drop(first);
         assert_eq!(map.len(), 0);
+    }
+
+    /// The thread that holds a key is answered at once instead of waiting for itself; a
+    /// different request of that thread is told so as before.
+    #[test]
+    fn the_holding_thread_does_not_wait_for_itself() {
+        let map = Arc::new(InflightMap::new());
+        let Entry::Vacant(guard) = map.enter(b"k", A, Instant::now()) else {
+            panic!("first caller enters")
+        };
+        guard.hold(A);
+        let far = deadline_after(Duration::from_secs(3600));
+        assert!(matches!(map.enter(b"k", A, far), Entry::HeldByCaller(_)));
+        assert!(matches!(
+            map.enter(b"k", B, far),
+            Entry::HeldForOtherRequest(_)
+        ));
+        // Another thread still waits (here: until its deadline).
+        let other = std::thread::scope(|s| {
+            s.spawn(|| matches!(map.enter(b"k", A, Instant::now()), Entry::TimedOut(_)))
+                .join()
+                .expect("other thread")
+        });
+        assert!(other);
     }
 
     #[test]

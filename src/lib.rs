@@ -126,12 +126,12 @@ pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{
     DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN, UuidVersions, validate_scope,
 };
-pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
+pub use record::{ClaimId, Completed, InFlight, Record, RecordBuilder, RecordState, StateKind};
 pub use run::{RunError, RunOutcome};
 pub use scan::{Scan, ScanEntry};
 pub use stats::{StateCounts, Stats};
 pub use storage::journal::file::journal_path;
-pub use store::Store;
+pub use store::{Store, SweepReport};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 
 /// Crate-private pieces for `benches/micro.rs` (feature `bench-internals`). Not an API: no

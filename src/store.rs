@@ -17,10 +17,10 @@ use crate::fingerprint::Fingerprint;
 use crate::inflight::{Entry, InflightMap, SlotGuard, deadline_after};
 use crate::key::{split_storage_key, storage_key, validate_scope};
 use crate::maintenance::CheckReport;
-use crate::record::{ClaimId, Record, RecordState};
+use crate::record::{ClaimId, Opening, Record, RecordState};
 use crate::scan::Scan;
 use crate::stats::{Counters, StateCounts, Stats};
-use crate::storage::{CommitSettings, Engine, JournaledEngine, Opener};
+use crate::storage::{CommitSettings, Engine, JournaledEngine, KeyedOp, Opener};
 use crate::sweeper::{self, Sweeper};
 use crate::time::Timestamp;
 
@@ -60,8 +60,11 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<Counters>,
     sweeper: Mutex<Option<Sweeper>>,
     closed: AtomicBool,
-    claim_nonce: u64,
+    /// This opening of the store: a random number, the high half of every claim id it
+    /// mints, so a later opening can tell its claims apart.
+    opening: Opening,
     claim_counter: AtomicU64,
+    import_bytes: usize,
     opener: Opener,
 }
 
@@ -89,19 +92,24 @@ impl Store {
         settings: Settings,
         commit: CommitSettings,
     ) -> Result<Store> {
+        // An import batch is one journal frame: keep it well inside the journal.
+        let import_bytes = usize::try_from(commit.journal_size / 8).unwrap_or(usize::MAX);
         let engine: Arc<dyn Engine> = Arc::new(JournaledEngine::open(
             opener.clone(),
             Arc::clone(&settings.clock),
             commit,
         )?);
-        Store::on_engine(engine, opener, settings)
+        Store::on_engine(engine, opener, settings, import_bytes)
     }
 
     /// A store over an open engine: the journaled one, or a model of storage in tests.
+    /// `import_bytes` bounds the journal bytes of one [`import_many`](Self::import_many)
+    /// batch.
     pub(crate) fn on_engine(
         engine: Arc<dyn Engine>,
         opener: Opener,
         settings: Settings,
+        import_bytes: usize,
     ) -> Result<Store> {
         let counters = Arc::new(Counters::default());
         let sweeper = match settings.sweep_interval {
@@ -125,8 +133,9 @@ impl Store {
                 counters,
                 sweeper: Mutex::new(sweeper),
                 closed: AtomicBool::new(false),
-                claim_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+                opening: Opening::new(uuid::Uuid::new_v4().as_u64_pair().0),
                 claim_counter: AtomicU64::new(0),
+                import_bytes,
                 opener,
             }),
         })
@@ -175,7 +184,10 @@ impl Store {
                 Entry::Vacant(slot) => (slot, true),
                 // With another caller here at work on the key, the writer decides against the
                 // durable record all the same: in-progress or conflict with the holder's details.
-                Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) => (slot, false),
+                // The calling thread holding the key itself is told in-progress at once.
+                Entry::HeldForOtherRequest(slot)
+                | Entry::TimedOut(slot)
+                | Entry::HeldByCaller(slot) => (slot, false),
             };
             let mut spec = spec.clone();
             spec.claim = inner.next_claim_id();
@@ -274,22 +286,75 @@ impl Store {
 
     /// Stores `record` under (scope, key), as an import from an export does. A live record
     /// is replaced only if `overwrite`. Returns whether the record was written.
+    ///
+    /// One durable write per call: to load many records, [`import_many`](Self::import_many)
+    /// is much faster.
     pub fn import(&self, scope: &str, key: &str, record: Record, overwrite: bool) -> Result<bool> {
-        if let Some(response) = record.response()
-            && response.len() > self.inner.settings.max_response_size
-        {
-            return Err(Error::ResponseTooLarge {
-                size: response.len(),
-                limit: self.inner.settings.max_response_size,
-            });
-        }
-        if let Some(owner) = record.in_flight().and_then(|f| f.owner.as_ref()) {
-            check_owner(owner)?;
-        }
+        self.inner.check_import(&record)?;
         match self.apply_keyed(scope, key, Operation::Import { record, overwrite })? {
             Outcome::Imported { written } => Ok(written),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Stores many records as [`import`](Self::import) does, each (scope, key, record), in
+    /// batches that are each one durable write (one group commit). Returns how many
+    /// records were written; a live record kept because `overwrite` is off is not.
+    ///
+    /// Every scope, key and record of a batch is checked before the batch is written: an
+    /// invalid one fails the call, and the batches before it stay written. A failed write
+    /// also fails the call, with the batches before it written and that batch not.
+    ///
+    /// ```
+    /// use idemdb::{Fingerprint, Record, Store};
+    ///
+    /// let store = Store::builder().open_in_memory()?;
+    /// let now = store.now();
+    /// let records = (0..1000).map(|i| {
+    ///     let record = Record::builder(Fingerprint::of(format!("request {i}").as_bytes()), now)
+    ///         .completed(now, format!("response {i}").into_bytes());
+    ///     ("orders", format!("key-{i}"), record)
+    /// });
+    /// assert_eq!(store.import_many(records, false)?, 1000);
+    /// # Ok::<(), idemdb::Error>(())
+    /// ```
+    pub fn import_many<S, K, I>(&self, records: I, overwrite: bool) -> Result<u64>
+    where
+        S: AsRef<str>,
+        K: AsRef<str>,
+        I: IntoIterator<Item = (S, K, Record)>,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut written = 0;
+        let mut batch: Vec<KeyedOp> = Vec::new();
+        let mut batch_bytes = 0;
+        for (scope, key, record) in records {
+            inner.check_import(&record)?;
+            let storage_key = inner.storage_key(scope.as_ref(), key.as_ref())?;
+            batch_bytes += import_size(&storage_key, &record);
+            batch.push((storage_key, Operation::Import { record, overwrite }));
+            if batch.len() >= IMPORT_BATCH || batch_bytes >= inner.import_bytes {
+                written += self.import_batch(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            written += self.import_batch(batch)?;
+        }
+        Ok(written)
+    }
+
+    fn import_batch(&self, batch: Vec<KeyedOp>) -> Result<u64> {
+        let mut written = 0;
+        for answer in self.inner.engine.apply(batch) {
+            match answer? {
+                Outcome::Imported { written: true } => written += 1,
+                Outcome::Imported { written: false } => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(written)
     }
 
     fn apply_keyed(&self, scope: &str, key: &str, op: Operation) -> Result<Outcome> {
@@ -370,27 +435,73 @@ impl Store {
     }
 
     /// Deletes every record expired now, in bounded batches; returns how many. The
-    /// background sweeper does the same on its interval.
+    /// background sweeper does the same on its interval. To bound the work of one call,
+    /// see [`sweep_now_limited`](Self::sweep_now_limited).
     pub fn sweep_now(&self) -> Result<u64> {
+        Ok(self.sweep_up_to(u64::MAX)?.deleted)
+    }
+
+    /// Like [`sweep_now`](Self::sweep_now), but examines at most `max_records` due records
+    /// (so deletes at most that many), for a caller that sweeps a little at a time. The
+    /// report says whether more may be due: call again until it is complete.
+    ///
+    /// ```
+    /// use idemdb::Store;
+    ///
+    /// let store = Store::builder().sweep_interval(None).open_in_memory()?;
+    /// loop {
+    ///     let report = store.sweep_now_limited(1000)?;
+    ///     if report.complete {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), idemdb::Error>(())
+    /// ```
+    pub fn sweep_now_limited(&self, max_records: u64) -> Result<SweepReport> {
+        self.sweep_up_to(max_records)
+    }
+
+    fn sweep_up_to(&self, max_records: u64) -> Result<SweepReport> {
         let inner = &self.inner;
         inner.check_open()?;
         let now = inner.settings.clock.now();
-        let mut total = 0;
+        let mut report = SweepReport {
+            deleted: 0,
+            complete: false,
+        };
+        let mut examined = 0u64;
         let mut from = None;
-        loop {
+        while examined < max_records {
+            let batch = usize::try_from(max_records - examined)
+                .unwrap_or(usize::MAX)
+                .min(inner.settings.sweep_batch);
             let pass = sweeper::sweep_once(
                 inner.engine.as_ref(),
                 now,
-                inner.settings.sweep_batch,
+                batch,
                 from.as_deref(),
                 &inner.counters,
             )?;
-            total += pass.deleted;
+            report.deleted += pass.deleted;
+            examined = examined.saturating_add(pass.found.max(1));
             match pass.resume {
                 Some(resume) => from = Some(resume),
-                None => return Ok(total),
+                None => {
+                    report.complete = true;
+                    break;
+                }
             }
         }
+        Ok(report)
+    }
+
+    /// Folds everything acknowledged so far from the journal into the database file, so
+    /// the file alone holds it (for a backup of the file, or a quiet store). The store
+    /// folds on its own in the background; this does it now and returns when it is done.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.engine.flush()
     }
 
     /// Checks the open store's records and expiry index, as [`maintenance::check`] does for
@@ -417,7 +528,11 @@ impl Store {
 
     /// Stops the sweeper, finishes every acknowledged operation, makes everything durable
     /// and releases the file, reporting any error. Operations after a close (from any clone
-    /// of this store, or claims still held) fail with [`Error::Closed`].
+    /// of this store, or claims still held) fail with [`Error::Closed`]. A second close
+    /// returns `Ok`.
+    ///
+    /// Dropping the last handle closes the store too, but a drop cannot return an error:
+    /// one is only logged (a `tracing` warning). Call `close` to see it.
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown()
     }
@@ -431,6 +546,28 @@ fn unexpected(outcome: Outcome) -> Error {
     Error::Internal {
         detail: format!("unexpected outcome {outcome:?}"),
     }
+}
+
+/// The most records one [`Store::import_many`] batch holds.
+const IMPORT_BATCH: usize = 16 * 1024;
+
+/// Roughly how many journal bytes importing `record` under `storage_key` takes.
+fn import_size(storage_key: &[u8], record: &Record) -> usize {
+    let owner = record
+        .in_flight()
+        .and_then(|f| f.owner.as_ref())
+        .map_or(0, Vec::len);
+    2 * storage_key.len() + record.response().map_or(0, <[u8]>::len) + owner + 160
+}
+
+/// What a [`Store::sweep_now_limited`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Expired records deleted.
+    pub deleted: u64,
+    /// True when nothing more was due; false when the limit was reached first.
+    pub complete: bool,
 }
 
 fn check_owner(owner: &[u8]) -> Result<()> {
@@ -451,6 +588,22 @@ impl Inner {
         Ok(())
     }
 
+    /// Checks a record to import against the store's limits.
+    fn check_import(&self, record: &Record) -> Result<()> {
+        if let Some(response) = record.response()
+            && response.len() > self.settings.max_response_size
+        {
+            return Err(Error::ResponseTooLarge {
+                size: response.len(),
+                limit: self.settings.max_response_size,
+            });
+        }
+        if let Some(owner) = record.in_flight().and_then(|f| f.owner.as_ref()) {
+            check_owner(owner)?;
+        }
+        Ok(())
+    }
+
     fn storage_key(&self, scope: &str, key: &str) -> Result<Vec<u8>> {
         validate_scope(scope).map_err(Error::InvalidScope)?;
         let key = self
@@ -461,9 +614,14 @@ impl Inner {
         Ok(storage_key(scope, &key))
     }
 
+    /// This opening of the store.
+    pub(crate) fn opening(&self) -> Opening {
+        self.opening
+    }
+
     fn next_claim_id(&self) -> ClaimId {
-        let n = self.claim_counter.fetch_add(1, Ordering::Relaxed);
-        ClaimId::from_u128((u128::from(self.claim_nonce) << 64) | u128::from(n))
+        self.opening
+            .claim(self.claim_counter.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn claim_spec(
@@ -498,7 +656,8 @@ impl Inner {
             .lease(lease)
             .retention(retention)
             .recovery(options.recovery.unwrap_or(s.recovery))
-            .owner(options.owner.clone()))
+            .owner(options.owner.clone())
+            .opened_by(self.opening))
     }
 
     /// Answers a `begin` from the last committed record when that is final: a replay or a
@@ -508,7 +667,13 @@ impl Inner {
             return Ok(None);
         };
         let now = self.settings.clock.now();
-        match decision::decide(Some(&record), &spec.fingerprint, spec.recovery, now) {
+        match decision::decide(
+            Some(&record),
+            &spec.fingerprint,
+            spec.recovery,
+            self.opening,
+            now,
+        ) {
             Decision::Replay | Decision::Conflict => {
                 let t = decision::transition(Some(record), Operation::Claim(spec.clone()), now);
                 Ok(Some(t.outcome))

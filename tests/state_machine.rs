@@ -97,7 +97,7 @@ fn live_lease_elsewhere_is_in_progress_with_a_retry_hint() {
             .expect("begin"),
     );
     t.clock.advance(Duration::from_secs(10));
-    let ticket = claim.detach(); // the holder is "elsewhere" now: nobody in this process waits on it
+    let ticket = claim.detach().expect("detach"); // the holder is "elsewhere" now: nobody in this process waits on it
     match t.store.begin("s", "k", fp("a")).expect("begin") {
         Begin::InProgress(p) => {
             assert_eq!(p.retry_after, Duration::from_secs(20));
@@ -124,7 +124,7 @@ fn expired_lease_is_taken_over_and_flagged_as_a_recovery() {
     );
     let first_id = first.id();
     let expires = first.expires_at();
-    let _ticket = first.detach(); // the holder crashes: no complete, no release
+    let _ticket = first.detach().expect("detach"); // the holder crashes: no complete, no release
     t.clock.advance(Duration::from_millis(4_999));
     assert!(matches!(
         t.store.begin("s", "k", fp("a")).expect("begin"),
@@ -254,7 +254,7 @@ fn a_claim_taken_over_cannot_complete_over_the_new_holder() {
             )
             .expect("begin"),
     );
-    let ticket = slow.detach();
+    let ticket = slow.detach().expect("detach");
     t.clock.advance(Duration::from_secs(2));
     let fresh = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
     assert!(fresh.is_recovery());
@@ -277,7 +277,9 @@ fn a_claim_taken_over_cannot_complete_over_the_new_holder() {
 #[test]
 fn detached_claims_resume_and_complete() {
     let mut t = TestStore::new();
-    let ticket = execute(t.store.begin("s", "k", fp("a")).expect("begin")).detach();
+    let ticket = execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .detach()
+        .expect("detach");
     t.reopen(|b| b);
     let claim = t.store.resume(&ticket).expect("resume");
     assert_eq!(claim.id(), ticket.claim);
@@ -301,7 +303,7 @@ fn operator_abandon_of_a_dead_owner() {
             )
             .expect("begin"),
     );
-    let ticket = claim.detach();
+    let ticket = claim.detach().expect("detach");
     let in_progress = match t
         .store
         .begin_with("s", "k", fp("a"), &BeginOptions::new().no_wait())

@@ -247,7 +247,7 @@ fn claim_step(
             let attempt = claim.attempt();
             let previous = claim.recovery().map(|r| r.previous_owner.clone());
             Step::Execute {
-                ticket: claim.detach(),
+                ticket: claim.detach()?,
                 attempt,
                 previous,
             }

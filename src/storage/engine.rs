@@ -643,6 +643,13 @@ impl Engine for JournaledEngine {
         }
     }
 
+    fn flush(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        fold::fold_once(&self.shared, false).map(|_| ())
+    }
+
     fn check(&self, report: &mut crate::maintenance::CheckReport) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
