@@ -443,7 +443,9 @@ impl Store {
 
     /// Like [`sweep_now`](Self::sweep_now), but examines at most `max_records` due records
     /// (so deletes at most that many), for a caller that sweeps a little at a time. The
-    /// report says whether more may be due: call again until it is complete.
+    /// report says whether more may be due: call again until it is complete. It folds the
+    /// journal first (as [`flush`](Self::flush) does), so every due record is found through
+    /// the expiry index, in order of expiry, within the bound.
     ///
     /// ```
     /// use idemdb::Store;
@@ -464,6 +466,11 @@ impl Store {
     fn sweep_up_to(&self, max_records: u64) -> Result<SweepReport> {
         let inner = &self.inner;
         inner.check_open()?;
+        if max_records < u64::MAX {
+            // Expired records not yet folded are looked through all at once by a sweep's
+            // first pass; folded, they wait in the index for the bounded passes.
+            inner.engine.flush()?;
+        }
         let now = inner.settings.clock.now();
         let mut report = SweepReport {
             deleted: 0,

@@ -470,3 +470,95 @@ fn store_and_claims_move_across_threads() {
         b"from another thread"
     );
 }
+
+/// Captured log output of the calling thread.
+#[cfg(debug_assertions)]
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(debug_assertions)]
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned()
+    }
+}
+
+/// `matches!(store.begin(..), Begin::Execute(_))` drops the claim and so abandons the key:
+/// debug builds say so in a warning. Ending a claim any way on purpose says nothing.
+#[cfg(debug_assertions)]
+#[test]
+fn a_claim_dropped_without_an_outcome_is_reported_in_debug_builds() {
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let _logging = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let t = TestStore::new();
+    for (key, end) in ["complete", "release", "abandon", "detach"]
+        .into_iter()
+        .enumerate()
+    {
+        let claim = execute(
+            t.store
+                .begin("s", &format!("k{key}"), fp("a"))
+                .expect("begin"),
+        );
+        match end {
+            "complete" => drop(claim.complete(b"r").expect("complete")),
+            "release" => claim.release().expect("release"),
+            "abandon" => claim.abandon().expect("abandon"),
+            _ => drop(claim.detach().expect("detach")),
+        }
+    }
+    assert!(!captured.text().contains("dropped"), "{}", captured.text());
+    let dropped = matches!(
+        t.store.begin("s", "mistake", fp("a")).expect("begin"),
+        Begin::Execute(_)
+    );
+    assert!(dropped);
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("claim was dropped without complete"),
+        "{log}"
+    );
+    // The key was abandoned: its retry is a recovery.
+    let retry = execute(t.store.begin("s", "mistake", fp("a")).expect("begin"));
+    assert!(retry.is_recovery());
+    retry.release().expect("release");
+}
+
+/// A stored response can be taken by value, from a record or a replay, without a copy.
+#[test]
+fn a_response_is_taken_by_value() {
+    let t = TestStore::new();
+    execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .complete(b"the response")
+        .expect("complete");
+    let record = t.store.get("s", "k").expect("get").expect("stored");
+    assert_eq!(record.into_response(), Some(b"the response".to_vec()));
+    let Begin::Replay(replay) = t.store.begin("s", "k", fp("a")).expect("begin") else {
+        panic!("replay")
+    };
+    let response: Vec<u8> = replay.response;
+    assert_eq!(response, b"the response");
+    let in_flight = execute(t.store.begin("s", "other", fp("a")).expect("begin"));
+    let record = t.store.get("s", "other").expect("get").expect("stored");
+    assert_eq!(record.into_response(), None);
+    in_flight.release().expect("release");
+}
