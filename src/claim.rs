@@ -49,7 +49,8 @@ impl fmt::Debug for Claim {
 pub struct Completion {
     /// When the response was stored.
     pub completed_at: Timestamp,
-    /// When the record expires (`None`: never).
+    /// When the record expires (`None`: never): at least the retention after
+    /// `completed_at`.
     pub expires_at: Option<Timestamp>,
 }
 
@@ -190,6 +191,11 @@ impl Claim {
 
     /// Stores `response` as the request's outcome; every later `begin` with this key and
     /// fingerprint replays it. Durable when this returns (with the default durability).
+    ///
+    /// The record then lives at least the retention after the completion: it expires at
+    /// the later of its first claim's expiry and the completion plus the retention
+    /// ([`Completion::expires_at`]). A completion late in a long lease, past the first
+    /// claim's expiry, is so never stored already expired, and its retry replays it.
     ///
     /// On failure the record stays in flight — it never turns into a fresh execution for
     /// someone else — and the claim comes back in the error when completing may still work.

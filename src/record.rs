@@ -30,9 +30,7 @@ impl ClaimId {
         }
         u128::from_str_radix(text, 16).ok().map(ClaimId)
     }
-}
 
-impl ClaimId {
     /// The opening of the store that minted this id (its high 64 bits).
     pub(crate) const fn opening(self) -> Opening {
         Opening((self.0 >> 64) as u64)

@@ -156,6 +156,16 @@ impl Store {
     /// [`Begin::Conflict`], [`Begin::InProgress`] or [`Begin::Abandoned`].
     ///
     /// Uses the store's defaults for retention, lease, waiting and recovery.
+    ///
+    /// A caller in this process finding the key held by another caller here waits for it
+    /// (up to the `wait` bound) and then gets its outcome. The thread that holds the key
+    /// itself (it began the claim and has not ended it) is answered [`Begin::InProgress`],
+    /// with its own claim, at once: it would only wait for itself.
+    ///
+    /// A claim made before the store was last opened, and not detached, has lost its
+    /// holder (one process holds a store: that one closed it or died), so its key is
+    /// handed on at once, as a recovery or [`Begin::Abandoned`] as the recovery policy
+    /// says, without waiting for its lease to end.
     pub fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin> {
         self.begin_with(scope, key, fingerprint, &BeginOptions::default())
     }
@@ -289,6 +299,10 @@ impl Store {
     ///
     /// One durable write per call: to load many records, [`import_many`](Self::import_many)
     /// is much faster.
+    ///
+    /// An imported in-flight record's claim was not made by this opening of the store: its
+    /// holder counts as gone (see [`begin`](Self::begin)) unless the record is detached
+    /// ([`Record::with_detached`]), which leaves it to its lease and owner.
     pub fn import(&self, scope: &str, key: &str, record: Record, overwrite: bool) -> Result<bool> {
         self.inner.check_import(&record)?;
         match self.apply_keyed(scope, key, Operation::Import { record, overwrite })? {
@@ -302,8 +316,8 @@ impl Store {
     /// records were written; a live record kept because `overwrite` is off is not.
     ///
     /// Every scope, key and record of a batch is checked before the batch is written: an
-    /// invalid one fails the call, and the batches before it stay written. A failed write
-    /// also fails the call, with the batches before it written and that batch not.
+    /// invalid one fails the call, and the batches before it stay written. A storage error
+    /// fails the call too; the batches before it stay written.
     ///
     /// ```
     /// use idemdb::{Fingerprint, Record, Store};
