@@ -1,6 +1,6 @@
 //! The state machine, as pure functions.
 //!
-//! [`decide`] answers a `begin`: given what is stored for a key (if anything), the request's
+//! `decide` answers a `begin`: given what is stored for a key (if anything), the request's
 //! fingerprint and the time, what happens. [`transition`] extends it to every operation a
 //! storage engine applies (claim, complete, release, abandon, extend, delete, sweep,
 //! import), returning the change to store and the outcome to report.
@@ -19,7 +19,7 @@
 //! | in flight, holder gone, same fingerprint | [`RecoveryPolicy::TakeOver`]: [`Decision::Execute`] flagged as a recovery; [`RecoveryPolicy::Strict`]: [`Decision::Abandoned`] |
 //!
 //! A holder is live while its lease is, as long as it claimed the key in this opening of
-//! the store or detached its claim ([`holder_live`]). Only one process holds the store, so
+//! the store or detached its claim (`holder_live`). Only one process holds the store, so
 //! a claim made by an earlier opening and never detached has lost its holder: that process
 //! closed the store or died.
 
