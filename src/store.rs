@@ -635,7 +635,8 @@ impl Inner {
         Ok(storage_key(scope, &key))
     }
 
-    /// This opening of the store.
+    /// This opening of the store (the reference model's claims are decided by it).
+    #[cfg(feature = "testing")]
     pub(crate) fn opening(&self) -> Opening {
         self.opening
     }
