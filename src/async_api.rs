@@ -15,8 +15,14 @@
 //! abandoned again instead: its record is the trace that an earlier attempt may have run.)
 //! A [`Claim`] used by an async caller and dropped without an outcome is abandoned, as a
 //! blocking one is (its outcome is unknown), on the finisher thread; so is one whose
-//! `complete_async` or `release_async` future was dropped before the commit answered (the
-//! operation may still have taken effect: the abandonment then finds the claim ended).
+//! `complete_async`, `release_async` or `detach_async` future was dropped before the commit
+//! answered (the operation may still have taken effect: a completion or release is then
+//! found ended; a detached claim, whose ticket its caller never got, is abandoned).
+//!
+//! A blocking `begin` on a key its own thread holds answers at once; an async one does not
+//! look at threads, which say nothing about tasks (a task moves between a runtime's
+//! threads, and one thread runs many tasks): `begin_async` on a key its own task holds
+//! waits, as a future, up to its `wait` bound, then answers InProgress.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +53,11 @@ impl Store {
     }
 
     /// [`begin_with`](Self::begin_with) for async callers.
+    ///
+    /// Unlike the blocking form, it is not answered at once on a key the caller itself
+    /// holds (a task is not tied to a thread): it waits for that holder as for any other,
+    /// up to the `wait` bound. End a claim, or begin with
+    /// [`no_wait`](BeginOptions::no_wait), before beginning its key again.
     pub async fn begin_with_async(
         &self,
         scope: &str,

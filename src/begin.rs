@@ -55,7 +55,8 @@ impl Begin {
 /// How long a record counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {
-    /// From the first claim, for this long (1 s up to the store's maximum).
+    /// From the first claim, for this long (1 s up to the store's maximum), and at least
+    /// this long after the completion.
     For(Duration),
     /// Never expires: a durable identity, such as an entity's external id.
     Forever,
@@ -89,7 +90,8 @@ impl BeginOptions {
         BeginOptions::default()
     }
 
-    /// Keep the record for this long from the first claim.
+    /// Keep the record for this long from the first claim, and at least this long after
+    /// its completion.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = Some(Retention::For(retention));
         self
@@ -107,7 +109,8 @@ impl BeginOptions {
         self
     }
 
-    /// Wait this long at most for a holder of the same key in this process.
+    /// Wait this long at most for a holder of the same key in this process (never for the
+    /// calling thread itself: see [`Store::begin`](crate::Store::begin)).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self

@@ -51,7 +51,8 @@ impl fmt::Debug for Claim {
 pub struct Completion {
     /// When the response was stored.
     pub completed_at: Timestamp,
-    /// When the record expires (`None`: never).
+    /// When the record expires (`None`: never): at least the retention after
+    /// `completed_at`.
     pub expires_at: Option<Timestamp>,
 }
 
@@ -209,6 +210,11 @@ impl Claim {
 
     /// Stores `response` as the request's outcome; every later `begin` with this key and
     /// fingerprint replays it. Durable when this returns (with the default durability).
+    ///
+    /// The record then lives at least the retention after the completion: it expires at
+    /// the later of its first claim's expiry and the completion plus the retention
+    /// ([`Completion::expires_at`]). A completion late in a long lease, past the first
+    /// claim's expiry, is so never stored already expired, and its retry replays it.
     ///
     /// On failure the record stays in flight — it never turns into a fresh execution for
     /// someone else — and the claim comes back in the error when completing may still work.
@@ -402,16 +408,80 @@ impl Claim {
     }
 
     /// Lets go of this handle without ending the claim: the record stays in flight under
-    /// its lease, and [`Store::resume`](crate::Store::resume) takes it back. Waiters in this
+    /// its lease, marked detached, and [`Store::resume`](crate::Store::resume) takes it back,
+    /// possibly in another process after this one has closed the store. Waiters in this
     /// process stop waiting for it.
-    pub fn detach(mut self) -> ClaimTicket {
-        self.ended = true;
-        let (scope, key) = display_key(&self.storage_key);
-        ClaimTicket {
-            scope,
-            key,
+    ///
+    /// A claim that is not detached ends with the opening of the store that made it: once
+    /// the store is reopened its holder counts as gone (the recovery policy decides what
+    /// the next request gets). A detached one is judged by its lease instead, and by its
+    /// owner tag ([`BeginOptions::owner`](crate::BeginOptions::owner)) for a supervisor that
+    /// can tell whether the owner still runs and [`Store::abandon`](crate::Store::abandon)s
+    /// it if not (the `idemdb` command-line tool does).
+    ///
+    /// The mark is one durable write. If it fails the claim is abandoned, as dropping it
+    /// does, and the error returned.
+    pub fn detach(mut self) -> Result<ClaimTicket> {
+        let outcome = self.apply(self.detach_op());
+        let detached = self.settle_detach(outcome);
+        if detached.is_err() && !self.ended {
+            self.ended = true;
+            self.log_failed_abandon(self.abandon_now());
+        }
+        detached
+    }
+
+    /// [`detach`](Self::detach) for async callers: the mark's commit (and the abandonment
+    /// if it fails) is awaited. Dropped before it finishes, the claim is abandoned as a
+    /// dropped one is: its caller never got the ticket.
+    pub async fn detach_async(self) -> Result<ClaimTicket> {
+        let mut claim = self.into_asynchronous();
+        let outcome = claim.submit(claim.detach_op()).await;
+        let detached = claim.settle_detach(outcome);
+        if detached.is_err() && !claim.ended {
+            claim.ended = true;
+            let abandoned = claim.submit(claim.abandon_op()).await;
+            claim.log_failed_abandon(claim.settle_abandon(abandoned));
+        }
+        detached
+    }
+
+    fn detach_op(&self) -> Operation {
+        Operation::Detach {
             claim: self.execution.claim,
-            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The ticket of a claim marked detached. A failure leaves the claim unended, for the
+    /// caller to abandon, unless the claim is lost anyway.
+    fn settle_detach(&mut self, outcome: Result<Outcome>) -> Result<ClaimTicket> {
+        match outcome? {
+            Outcome::Detached => {
+                self.ended = true;
+                let (scope, key) = display_key(&self.storage_key);
+                Ok(ClaimTicket {
+                    scope,
+                    key,
+                    claim: self.execution.claim,
+                    fingerprint: self.fingerprint,
+                })
+            }
+            Outcome::ClaimLost(reason) => {
+                self.ended = true;
+                Err(Error::ClaimLost(reason))
+            }
+            other => Err(Error::Internal {
+                detail: format!("unexpected outcome {other:?} for detach"),
+            }),
+        }
+    }
+
+    /// Reports a failed abandonment of a claim nobody will end (one dropped, or one that
+    /// could not be detached): there is no caller to return it to. The record stays in
+    /// flight; its lease ends on its own.
+    fn log_failed_abandon(&self, abandoned: Result<()>) {
+        if let Err(error) = abandoned {
+            tracing::warn!(%error, claim = %self.execution.claim, "abandoning a claim without an outcome failed");
         }
     }
 }
@@ -421,26 +491,37 @@ impl Drop for Claim {
         if self.ended {
             return;
         }
+        // Dropping is how a panic or an early return abandons a claim; a claim dropped by
+        // mistake (`matches!(store.begin(..), Begin::Execute(_))`) looks the same, so debug
+        // builds say so, on the thread that drops it (the one that knows it is unwinding).
+        #[cfg(debug_assertions)]
+        if !std::thread::panicking() {
+            tracing::warn!(
+                claim = %self.execution.claim,
+                "an idemdb claim was dropped without complete, release, abandon or detach \
+                 (or while an async one was being awaited): unless that one took effect, the \
+                 key is abandoned and the recovery policy decides what its retry gets"
+            );
+        }
         if self.asynchronous {
             // Dropped on an async caller's thread, which must not wait for a commit: the
             // abandonment (and its warning, should it fail) goes to the store's finisher.
+            // The claim handed over counts as ended, so its own drop only wakes the waiters
+            // (after the abandonment) and does not warn a second time.
             let claim = Claim {
                 store: self.store.clone(),
                 storage_key: std::mem::take(&mut self.storage_key),
                 fingerprint: self.fingerprint,
                 execution: self.execution.clone(),
                 _slot: self._slot.take(),
-                ended: false,
+                ended: true,
                 asynchronous: false,
             };
             self.ended = true;
             let finisher = &self.store.inner.finisher;
-            finisher.hand_off(move || drop(claim));
+            finisher.hand_off(move || claim.log_failed_abandon(claim.abandon_now()));
             return;
         }
-        if let Err(error) = self.abandon_now() {
-            // The record stays in flight; its lease ends on its own.
-            tracing::warn!(%error, claim = %self.execution.claim, "abandoning a dropped claim failed");
-        }
+        self.log_failed_abandon(self.abandon_now());
     }
 }

@@ -15,8 +15,11 @@ use crate::fingerprint::Fingerprint;
 use crate::record::{ClaimId, Completed, InFlight, Record, RecordState};
 use crate::time::Timestamp;
 
-/// The record format this build writes.
+/// The first record format: read, no longer written.
 const FORMAT_V1: u8 = 1;
+/// The record format this build writes: format 1 plus whether an in-flight claim is
+/// detached.
+const FORMAT_V2: u8 = 2;
 
 /// The largest encoded record decoding will accept. Responses are limited to
 /// [`MAX_RESPONSE_LIMIT`](crate::MAX_RESPONSE_LIMIT) by configuration, so anything larger
@@ -31,14 +34,14 @@ fn decode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// A record in either format; `S` is the format's state.
 #[derive(Serialize, Deserialize)]
-struct RecordV1<'a> {
+struct Stored<S> {
     fingerprint: [u8; 32],
     created_at: u64,
     expires_at: Option<u64>,
     attempt: u32,
-    #[serde(borrow)]
-    state: StateV1<'a>,
+    state: S,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,21 +60,94 @@ enum StateV1<'a> {
     },
 }
 
+#[derive(Serialize, Deserialize)]
+enum StateV2<'a> {
+    InFlight {
+        claim: u128,
+        lease_until: u64,
+        abandoned_at: Option<u64>,
+        #[serde(borrow, with = "serde_bytes")]
+        owner: Option<&'a [u8]>,
+        detached: bool,
+    },
+    Completed {
+        completed_at: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        response: &'a [u8],
+    },
+}
+
+impl From<StateV1<'_>> for RecordState {
+    fn from(state: StateV1<'_>) -> RecordState {
+        match state {
+            StateV1::InFlight {
+                claim,
+                lease_until,
+                abandoned_at,
+                owner,
+            } => StateV2::InFlight {
+                claim,
+                lease_until,
+                abandoned_at,
+                owner,
+                detached: false,
+            }
+            .into(),
+            StateV1::Completed {
+                completed_at,
+                response,
+            } => StateV2::Completed {
+                completed_at,
+                response,
+            }
+            .into(),
+        }
+    }
+}
+
+impl From<StateV2<'_>> for RecordState {
+    fn from(state: StateV2<'_>) -> RecordState {
+        match state {
+            StateV2::InFlight {
+                claim,
+                lease_until,
+                abandoned_at,
+                owner,
+                detached,
+            } => RecordState::InFlight(InFlight {
+                claim: ClaimId::from_u128(claim),
+                lease_until: Timestamp::from_millis(lease_until),
+                abandoned_at: abandoned_at.map(Timestamp::from_millis),
+                owner: owner.map(<[u8]>::to_vec),
+                detached,
+            }),
+            StateV2::Completed {
+                completed_at,
+                response,
+            } => RecordState::Completed(Completed {
+                completed_at: Timestamp::from_millis(completed_at),
+                response: response.to_vec(),
+            }),
+        }
+    }
+}
+
 /// Encodes a record for storage.
 pub(crate) fn encode(record: &Record) -> Result<Vec<u8>> {
     let state = match &record.state {
-        RecordState::InFlight(f) => StateV1::InFlight {
+        RecordState::InFlight(f) => StateV2::InFlight {
             claim: f.claim.as_u128(),
             lease_until: f.lease_until.as_millis(),
             abandoned_at: f.abandoned_at.map(Timestamp::as_millis),
             owner: f.owner.as_deref(),
+            detached: f.detached,
         },
-        RecordState::Completed(c) => StateV1::Completed {
+        RecordState::Completed(c) => StateV2::Completed {
             completed_at: c.completed_at.as_millis(),
             response: &c.response,
         },
     };
-    let v1 = RecordV1 {
+    let stored = Stored {
         fingerprint: *record.fingerprint.as_bytes(),
         created_at: record.created_at.as_millis(),
         expires_at: record.expires_at.map(Timestamp::as_millis),
@@ -80,23 +156,34 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>> {
     };
     let response_len = record.response().map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(96 + response_len);
-    out.push(FORMAT_V1);
-    bincode::serde::encode_into_std_write(&v1, &mut out, config()).map_err(|e| Error::Corrupt {
-        detail: format!("record could not be encoded: {e}"),
+    out.push(FORMAT_V2);
+    bincode::serde::encode_into_std_write(&stored, &mut out, config()).map_err(|e| {
+        Error::Corrupt {
+            detail: format!("record could not be encoded: {e}"),
+        }
     })?;
     Ok(out)
 }
 
-/// Decodes a stored record.
+/// Decodes a stored record, in either format.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Record> {
-    let corrupt = |detail: String| Error::Corrupt { detail };
     let (&format, payload) = bytes
         .split_first()
         .ok_or_else(|| corrupt("empty record".to_owned()))?;
-    if format != FORMAT_V1 {
-        return Err(corrupt(format!("unknown record format {format}")));
+    match format {
+        FORMAT_V1 => into_record(decode_payload::<StateV1<'_>>(payload)?),
+        FORMAT_V2 => into_record(decode_payload::<StateV2<'_>>(payload)?),
+        other => Err(corrupt(format!("unknown record format {other}"))),
     }
-    let (v1, used): (RecordV1<'_>, usize) =
+}
+
+fn corrupt(detail: String) -> Error {
+    Error::Corrupt { detail }
+}
+
+/// Decodes the whole payload, refusing trailing bytes.
+fn decode_payload<'a, S: Deserialize<'a>>(payload: &'a [u8]) -> Result<Stored<S>> {
+    let (stored, used): (Stored<S>, usize) =
         bincode::serde::borrow_decode_from_slice(payload, decode_config())
             .map_err(|e| corrupt(format!("record does not decode: {e}")))?;
     if used != payload.len() {
@@ -105,35 +192,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record> {
             payload.len() - used
         )));
     }
-    let state = match v1.state {
-        StateV1::InFlight {
-            claim,
-            lease_until,
-            abandoned_at,
-            owner,
-        } => RecordState::InFlight(InFlight {
-            claim: ClaimId::from_u128(claim),
-            lease_until: Timestamp::from_millis(lease_until),
-            abandoned_at: abandoned_at.map(Timestamp::from_millis),
-            owner: owner.map(<[u8]>::to_vec),
-        }),
-        StateV1::Completed {
-            completed_at,
-            response,
-        } => RecordState::Completed(Completed {
-            completed_at: Timestamp::from_millis(completed_at),
-            response: response.to_vec(),
-        }),
-    };
-    if v1.attempt == 0 {
+    Ok(stored)
+}
+
+fn into_record<S: Into<RecordState>>(stored: Stored<S>) -> Result<Record> {
+    if stored.attempt == 0 {
         return Err(corrupt("record has attempt 0".to_owned()));
     }
     Ok(Record {
-        fingerprint: Fingerprint::from_bytes(v1.fingerprint),
-        created_at: Timestamp::from_millis(v1.created_at),
-        expires_at: v1.expires_at.map(Timestamp::from_millis),
-        attempt: v1.attempt,
-        state,
+        fingerprint: Fingerprint::from_bytes(stored.fingerprint),
+        created_at: Timestamp::from_millis(stored.created_at),
+        expires_at: stored.expires_at.map(Timestamp::from_millis),
+        attempt: stored.attempt,
+        state: stored.state.into(),
     })
 }
 
@@ -143,46 +214,71 @@ mod tests {
 
     fn samples() -> Vec<Record> {
         let fp = Fingerprint::of(b"x");
+        let at = Timestamp::from_millis;
         vec![
-            Record::new_completed(
-                fp,
-                Timestamp::from_millis(0),
-                None,
-                Timestamp::from_millis(5),
-                b"response".to_vec(),
-            ),
-            Record::new_completed(
-                fp,
-                Timestamp::from_millis(1),
-                Some(Timestamp::from_millis(u64::MAX)),
-                Timestamp::from_millis(2),
-                Vec::new(),
-            )
-            .with_attempt(7),
-            Record::new_in_flight(
-                fp,
-                Timestamp::from_millis(10),
-                Some(Timestamp::from_millis(20)),
-                ClaimId::from_u128(u128::MAX),
-                Timestamp::from_millis(15),
-                Some(b"host:1:2".to_vec()),
-            ),
-            Record::new_in_flight(
-                fp,
-                Timestamp::from_millis(10),
-                None,
-                ClaimId::from_u128(0),
-                Timestamp::from_millis(0),
-                None,
-            ),
+            Record::builder(fp, at(0)).completed(at(5), b"response".to_vec()),
+            Record::builder(fp, at(1))
+                .expires_at(Some(at(u64::MAX)))
+                .completed(at(2), Vec::new())
+                .with_attempt(7),
+            Record::builder(fp, at(10))
+                .expires_at(Some(at(20)))
+                .in_flight(ClaimId::from_u128(u128::MAX), at(15))
+                .with_owner(Some(b"host:1:2".to_vec())),
+            Record::builder(fp, at(10)).in_flight(ClaimId::from_u128(0), at(0)),
+            Record::builder(fp, at(10))
+                .in_flight(ClaimId::from_u128(3), at(40))
+                .with_detached(true)
+                .with_abandoned_at(Some(at(30))),
         ]
+    }
+
+    /// Format 1, as earlier builds wrote it, still reads: a claim in it is not detached.
+    #[test]
+    fn format_1_still_reads() {
+        let fp = Fingerprint::of(b"x");
+        let v1 = Stored {
+            fingerprint: *fp.as_bytes(),
+            created_at: 10,
+            expires_at: Some(20),
+            attempt: 2,
+            state: StateV1::InFlight {
+                claim: 9,
+                lease_until: 15,
+                abandoned_at: None,
+                owner: Some(b"o"),
+            },
+        };
+        let mut bytes = vec![FORMAT_V1];
+        bincode::serde::encode_into_std_write(&v1, &mut bytes, config()).expect("encodes");
+        let at = Timestamp::from_millis;
+        let want = Record::builder(fp, at(10))
+            .expires_at(Some(at(20)))
+            .in_flight(ClaimId::from_u128(9), at(15))
+            .with_owner(Some(b"o".to_vec()))
+            .with_attempt(2);
+        assert_eq!(decode(&bytes).expect("decodes"), want);
+        let v1 = Stored {
+            fingerprint: *fp.as_bytes(),
+            created_at: 10,
+            expires_at: None,
+            attempt: 1,
+            state: StateV1::Completed {
+                completed_at: 12,
+                response: b"r",
+            },
+        };
+        let mut bytes = vec![FORMAT_V1];
+        bincode::serde::encode_into_std_write(&v1, &mut bytes, config()).expect("encodes");
+        let want = Record::builder(fp, at(10)).completed(at(12), b"r".to_vec());
+        assert_eq!(decode(&bytes).expect("decodes"), want);
     }
 
     #[test]
     fn round_trip() {
         for r in samples() {
             let bytes = encode(&r).expect("encodes");
-            assert_eq!(bytes[0], FORMAT_V1);
+            assert_eq!(bytes[0], FORMAT_V2);
             assert_eq!(decode(&bytes).expect("decodes"), r);
         }
     }
@@ -201,7 +297,7 @@ mod tests {
             assert!(matches!(decode(&longer), Err(Error::Corrupt { .. })));
         }
         // a length field claiming a huge response must not allocate it
-        let mut huge = vec![FORMAT_V1];
+        let mut huge = vec![FORMAT_V2];
         huge.extend_from_slice(&[0u8; 32]);
         huge.extend_from_slice(&[
             0, 0, 1, 1, 0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,

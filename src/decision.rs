@@ -1,6 +1,6 @@
 //! The state machine, as pure functions.
 //!
-//! [`decide`] answers a `begin`: given what is stored for a key (if anything), the request's
+//! `decide` answers a `begin`: given what is stored for a key (if anything), the request's
 //! fingerprint and the time, what happens. [`transition`] extends it to every operation a
 //! storage engine applies (claim, complete, release, abandon, extend, delete, sweep,
 //! import), returning the change to store and the outcome to report.
@@ -15,14 +15,19 @@
 //! | nothing, or an expired record | [`Decision::Execute`] (fresh) |
 //! | any state, different fingerprint | [`Decision::Conflict`] |
 //! | completed, same fingerprint | [`Decision::Replay`] |
-//! | in flight, lease live, same fingerprint | [`Decision::InProgress`] |
-//! | in flight, lease ended or abandoned, same fingerprint | [`RecoveryPolicy::TakeOver`]: [`Decision::Execute`] flagged as a recovery; [`RecoveryPolicy::Strict`]: [`Decision::Abandoned`] |
+//! | in flight, holder live, same fingerprint | [`Decision::InProgress`] |
+//! | in flight, holder gone, same fingerprint | [`RecoveryPolicy::TakeOver`]: [`Decision::Execute`] flagged as a recovery; [`RecoveryPolicy::Strict`]: [`Decision::Abandoned`] |
+//!
+//! A holder is live while its lease is, as long as it claimed the key in this opening of
+//! the store or detached its claim (`holder_live`). Only one process holds the store, so
+//! a claim made by an earlier opening and never detached has lost its holder: that process
+//! closed the store or died.
 
 use std::time::Duration;
 
 use crate::error::ClaimLostReason;
 use crate::fingerprint::Fingerprint;
-use crate::record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
+use crate::record::{ClaimId, Completed, InFlight, Opening, Record, RecordState, StateKind};
 use crate::time::Timestamp;
 
 /// What happens to a key whose holder's lease ended (it crashed, or dropped its claim)
@@ -60,13 +65,30 @@ pub enum Decision {
     Abandoned,
 }
 
-/// Decides a `begin` for a request with `fingerprint` at `now`, given the stored record.
+/// Whether the holder of `flight` may still end its claim at `now`, as the opening
+/// `opening` of the store sees it: its lease is live, and it claimed the key in this
+/// opening or detached the claim (a detached claim is judged by its lease and, by a
+/// supervisor such as the CLI, by its owner tag). A claim an earlier opening made and never
+/// detached has no holder any more: the one process that holds the store is this one.
+pub(crate) fn holder_live(flight: &InFlight, opening: Opening, now: Timestamp) -> bool {
+    flight.lease_live(now) && (flight.detached || flight.claim.opening() == opening)
+}
+
+/// When the holder of a claim that [`holder_live`] finds gone let go: the end of its lease,
+/// or, for a claim of an earlier opening found before its lease ended, `now`.
+fn holder_gone_since(flight: &InFlight, now: Timestamp) -> Timestamp {
+    flight.lease_until.min(now)
+}
+
+/// Decides a `begin` for a request with `fingerprint` at `now`, by the opening `opening` of
+/// the store, given the stored record.
 ///
 /// An expired record counts as absent, whatever the sweeper has done.
-pub fn decide(
+pub(crate) fn decide(
     existing: Option<&Record>,
     fingerprint: &Fingerprint,
     policy: RecoveryPolicy,
+    opening: Opening,
     now: Timestamp,
 ) -> Decision {
     let Some(record) = existing.filter(|r| !r.is_expired(now)) else {
@@ -77,7 +99,7 @@ pub fn decide(
     }
     match &record.state {
         RecordState::Completed(_) => Decision::Replay,
-        RecordState::InFlight(f) if f.lease_live(now) => Decision::InProgress {
+        RecordState::InFlight(f) if holder_live(f, opening, now) => Decision::InProgress {
             retry_after: f.lease_until.saturating_duration_since(now),
         },
         RecordState::InFlight(_) => match policy {
@@ -103,11 +125,13 @@ pub struct ClaimSpec {
     pub recovery: RecoveryPolicy,
     /// An opaque tag naming the holder, stored with the claim.
     pub owner: Option<Vec<u8>>,
+    /// The opening of the store that claims (see [`holder_live`]).
+    pub(crate) opening: Opening,
 }
 
 impl ClaimSpec {
     /// A claim with the given fingerprint and id, a 60 s lease, a 24 h retention and the
-    /// default recovery policy.
+    /// default recovery policy, by the opening that minted `claim`.
     pub fn new(fingerprint: Fingerprint, claim: ClaimId) -> ClaimSpec {
         ClaimSpec {
             fingerprint,
@@ -116,7 +140,14 @@ impl ClaimSpec {
             retention: Some(Duration::from_secs(24 * 3600)),
             recovery: RecoveryPolicy::TakeOver,
             owner: None,
+            opening: claim.opening(),
         }
+    }
+
+    /// Sets the opening of the store that claims.
+    pub(crate) fn opened_by(mut self, opening: Opening) -> ClaimSpec {
+        self.opening = opening;
+        self
     }
 
     /// Sets the lease.
@@ -165,6 +196,12 @@ pub enum Operation {
     /// The claim's outcome is unknown: end its lease now.
     Abandon {
         /// The claim abandoned.
+        claim: ClaimId,
+    },
+    /// The claim's handle lets go without an outcome, to be resumed later (possibly by
+    /// another process): mark it detached, so a later opening leaves it to its lease.
+    Detach {
+        /// The claim detached.
         claim: ClaimId,
     },
     /// Set the claim's lease to end `lease` from now.
@@ -235,6 +272,8 @@ pub enum Outcome {
     Released,
     /// An abandon: the lease has ended.
     AbandonRecorded,
+    /// A detach: the claim is marked detached.
+    Detached,
     /// An extension: the new end of the lease.
     LeaseExtended {
         /// The new end of the lease.
@@ -283,7 +322,8 @@ pub struct Execution {
 pub struct Recovery {
     /// The claim that vanished.
     pub previous_claim: ClaimId,
-    /// When its lease ended.
+    /// When its lease ended; for a claim made before the store was last opened (and not
+    /// detached), the instant this opening found it, if that came first.
     pub lease_ended_at: Timestamp,
     /// When it was explicitly abandoned (dropped), if it was.
     pub abandoned_at: Option<Timestamp>,
@@ -337,7 +377,8 @@ pub struct InProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Abandoned {
-    /// When the holder's lease ended.
+    /// When the holder's lease ended; for a claim made before the store was last opened
+    /// (and not detached), the instant this opening found it, if that came first.
     pub since: Timestamp,
     /// The vanished claim.
     pub claim: ClaimId,
@@ -356,6 +397,10 @@ pub fn transition(current: Option<Record>, operation: Operation, now: Timestamp)
     match operation {
         Operation::Claim(spec) => claim(current, spec, now),
         Operation::Complete { claim, response } => with_claim(current, claim, |head, _| {
+            let head = Head {
+                expires_at: expiry_after_completion(&head, now),
+                ..head
+            };
             let outcome = Outcome::Completed {
                 completed_at: now,
                 expires_at: head.expires_at,
@@ -379,6 +424,16 @@ pub fn transition(current: Option<Record>, operation: Operation, now: Timestamp)
             put(
                 head.with_state(RecordState::InFlight(flight)),
                 Outcome::AbandonRecorded,
+            )
+        }),
+        Operation::Detach { claim } => with_claim(current, claim, |head, flight| {
+            let flight = InFlight {
+                detached: true,
+                ..flight
+            };
+            put(
+                head.with_state(RecordState::InFlight(flight)),
+                Outcome::Detached,
             )
         }),
         Operation::ExtendLease { claim, lease } => with_claim(current, claim, |head, flight| {
@@ -423,6 +478,16 @@ pub fn transition(current: Option<Record>, operation: Operation, now: Timestamp)
     }
 }
 
+/// When a record completed at `now` expires: the later of the first claim's expiry and
+/// `now` plus the retention (the span from the first claim to that expiry). A completion
+/// late in a long lease is thus never stored already expired, and every stored response
+/// is replayed for at least the retention after it was stored.
+fn expiry_after_completion(head: &Head, now: Timestamp) -> Option<Timestamp> {
+    let expires_at = head.expires_at?;
+    let retention = expires_at.saturating_duration_since(head.created_at);
+    Some(expires_at.max(now.saturating_add(retention)))
+}
+
 fn keep(outcome: Outcome) -> Transition {
     Transition {
         change: Change::Keep,
@@ -459,13 +524,20 @@ impl Head {
 
 fn claim(current: Option<Record>, spec: ClaimSpec, now: Timestamp) -> Transition {
     let live = current.filter(|r| !r.is_expired(now));
-    let decision = decide(live.as_ref(), &spec.fingerprint, spec.recovery, now);
+    let decision = decide(
+        live.as_ref(),
+        &spec.fingerprint,
+        spec.recovery,
+        spec.opening,
+        now,
+    );
     let lease_until = now.saturating_add(spec.lease);
     let new_flight = InFlight {
         claim: spec.claim,
         lease_until,
         abandoned_at: None,
         owner: spec.owner,
+        detached: false,
     };
     let (record, recovery) = match (decision, live) {
         (
@@ -488,7 +560,7 @@ fn claim(current: Option<Record>, spec: ClaimSpec, now: Timestamp) -> Transition
             };
             let recovery = Recovery {
                 previous_claim: previous.claim,
-                lease_ended_at: previous.lease_until,
+                lease_ended_at: holder_gone_since(&previous, now),
                 abandoned_at: previous.abandoned_at,
                 previous_owner: previous.owner,
             };
@@ -545,7 +617,7 @@ fn answer_without_claim(decision: Decision, record: Record, now: Timestamp) -> O
             })
         }
         (Decision::Abandoned, RecordState::InFlight(f)) => Outcome::Abandoned(Abandoned {
-            since: f.lease_until,
+            since: holder_gone_since(&f, now),
             claim: f.claim,
             attempt,
             owner: f.owner,

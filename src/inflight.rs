@@ -19,6 +19,12 @@
 //!
 //! Async callers wait for the same slots as futures ([`InflightMap::enter_async`]): a slot
 //! that changes wakes their tasks as well as the threads on its condition variable.
+//!
+//! A blocking caller whose own thread holds the key is not made to wait for itself: a slot
+//! held by a blocking caller records its thread. Async callers are not told apart so: a
+//! task moves between a runtime's threads, and one thread runs many tasks, so a thread says
+//! nothing about which task holds a key. Their slots record no thread, and an async caller
+//! waits (without holding a thread) up to its bound, even for a claim its own task holds.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::fingerprint::Fingerprint;
@@ -51,14 +58,17 @@ struct Slot {
     tasks: Mutex<Vec<Waker>>,
     /// Another caller has put a slot on top of this one since (under the stripe's lock).
     overtaken: AtomicBool,
+    /// Who entered: a holding thread is recorded, a holding task is not.
+    caller: Caller,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     /// The entering caller is asking the writer for the claim.
     Claiming,
-    /// The claim is durable and held by a caller in this process.
-    Held(Fingerprint),
+    /// The claim is durable and held by a caller in this process: the thread that began
+    /// it (where threads can be told apart), for the request with this fingerprint.
+    Held(Fingerprint, Option<ThreadId>),
     /// The slot's holder is gone: look again.
     Done,
 }
@@ -72,6 +82,8 @@ pub(crate) enum Entry {
     HeldForOtherRequest(SlotGuard),
     /// The wait ran out while another caller still held the key.
     TimedOut(SlotGuard),
+    /// The calling thread itself holds the key: waiting would only wait for itself.
+    HeldByCaller(SlotGuard),
     /// The caller that held the key is done: look again.
     Released,
 }
@@ -97,14 +109,15 @@ impl InflightMap {
         fingerprint: Fingerprint,
         deadline: Instant,
     ) -> Entry {
-        let slot = match self.newest_or_take(key) {
+        let slot = match self.newest_or_take(key, Caller::Thread) {
             Ok(slot) => slot,
             Err(vacant) => return Entry::Vacant(vacant),
         };
         // The stripe is unlocked while waiting: other keys of the stripe are not held up.
         let mut state = slot.state.lock();
+        let me = current_thread();
         let waited = loop {
-            if let Some(waited) = Waited::judge(*state, fingerprint) {
+            if let Some(waited) = Waited::judge(*state, fingerprint, me) {
                 break waited;
             }
             if slot.changed.wait_until(&mut state, deadline).timed_out() {
@@ -112,18 +125,22 @@ impl InflightMap {
             }
         };
         drop(state);
-        self.after_wait(key, waited)
+        self.after_wait(key, waited, Caller::Thread)
     }
 
     /// [`enter`](Self::enter) for an async caller: the wait is a future, woken when the
     /// slot changes or the deadline passes, and holds no thread.
+    ///
+    /// It never answers [`Entry::HeldByCaller`]: a task is not tied to a thread (see the
+    /// module docs), so it waits for a holder of the same request up to `deadline` even if
+    /// that holder is its own task.
     pub(crate) async fn enter_async(
         self: &Arc<Self>,
         key: &[u8],
         fingerprint: Fingerprint,
         deadline: Instant,
     ) -> Entry {
-        let slot = match self.newest_or_take(key) {
+        let slot = match self.newest_or_take(key, Caller::Task) {
             Ok(slot) => slot,
             Err(vacant) => return Entry::Vacant(vacant),
         };
@@ -134,30 +151,34 @@ impl InflightMap {
             timer: None,
         }
         .await;
-        self.after_wait(key, waited)
+        self.after_wait(key, waited, Caller::Task)
     }
 
     /// The newest slot of the key, to wait for; or, when no one here works on it, a new
     /// slot for the caller.
-    fn newest_or_take(self: &Arc<Self>, key: &[u8]) -> Result<Arc<Slot>, SlotGuard> {
+    fn newest_or_take(
+        self: &Arc<Self>,
+        key: &[u8],
+        caller: Caller,
+    ) -> Result<Arc<Slot>, SlotGuard> {
         let mut stripe = self.stripe(key).lock();
         match stripe.get(key).and_then(|slots| slots.last()) {
             Some(newest) => Ok(Arc::clone(newest)),
-            None => Err(self.push(&mut stripe, key)),
+            None => Err(self.push(&mut stripe, key, caller)),
         }
     }
 
-    fn after_wait(self: &Arc<Self>, key: &[u8], waited: Waited) -> Entry {
-        let held_for_other = match waited {
+    fn after_wait(self: &Arc<Self>, key: &[u8], waited: Waited, caller: Caller) -> Entry {
+        let gave_up = match waited {
             Waited::Released => return Entry::Released,
-            Waited::GaveUp { held_for_other } => held_for_other,
+            Waited::GaveUp(gave_up) => gave_up,
         };
         // This caller asks the writer too, and whoever comes next waits for its answer.
-        let guard = self.push(&mut self.stripe(key).lock(), key);
-        if held_for_other {
-            Entry::HeldForOtherRequest(guard)
-        } else {
-            Entry::TimedOut(guard)
+        let guard = self.push(&mut self.stripe(key).lock(), key, caller);
+        match gave_up {
+            GaveUp::OtherRequest => Entry::HeldForOtherRequest(guard),
+            GaveUp::Caller => Entry::HeldByCaller(guard),
+            GaveUp::TimedOut => Entry::TimedOut(guard),
         }
     }
 
@@ -166,12 +187,14 @@ impl InflightMap {
         self: &Arc<Self>,
         stripe: &mut HashMap<Vec<u8>, Vec<Arc<Slot>>>,
         key: &[u8],
+        caller: Caller,
     ) -> SlotGuard {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Claiming),
             changed: Condvar::new(),
             tasks: Mutex::new(Vec::new()),
             overtaken: AtomicBool::new(false),
+            caller,
         });
         match stripe.get_mut(key) {
             Some(slots) => {
@@ -212,9 +235,14 @@ impl SlotGuard {
         self.slot.overtaken.load(Ordering::Acquire)
     }
 
-    /// The claim is durable: waiters with another fingerprint can stop waiting (conflict).
+    /// The claim is durable, held by the caller: waiters with another fingerprint can stop
+    /// waiting (conflict), and a blocking caller's thread will not wait for itself.
     pub(crate) fn hold(&self, fingerprint: Fingerprint) {
-        self.slot.set(SlotState::Held(fingerprint));
+        let thread = match self.slot.caller {
+            Caller::Thread => current_thread(),
+            Caller::Task => None,
+        };
+        self.slot.set(SlotState::Held(fingerprint, thread));
     }
 }
 
@@ -255,20 +283,34 @@ impl Slot {
 enum Waited {
     /// The holder is done: look again.
     Released,
-    /// Stop waiting and ask the writer: the key is held for another request, or the wait
-    /// ran out.
-    GaveUp { held_for_other: bool },
+    /// Stop waiting and ask the writer.
+    GaveUp(GaveUp),
+}
+
+/// Why a waiter stopped waiting while the key was still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GaveUp {
+    /// The key is held for another request.
+    OtherRequest,
+    /// The waiting thread itself holds the key: it would only wait for itself.
+    Caller,
+    /// The wait ran out.
+    TimedOut,
 }
 
 impl Waited {
-    /// Whether a waiter can stop on seeing `state` (before its deadline).
-    fn judge(state: SlotState, fingerprint: Fingerprint) -> Option<Waited> {
+    /// Whether a waiter, running on thread `me` (`None`: a task, or threads that cannot be
+    /// told apart), can stop on seeing `state` (before its deadline).
+    fn judge(state: SlotState, fingerprint: Fingerprint, me: Option<ThreadId>) -> Option<Waited> {
         match state {
             SlotState::Done => Some(Waited::Released),
-            SlotState::Held(held) if held != fingerprint => Some(Waited::GaveUp {
-                held_for_other: true,
-            }),
-            SlotState::Held(_) | SlotState::Claiming => None,
+            SlotState::Held(held, _) if held != fingerprint => {
+                Some(Waited::GaveUp(GaveUp::OtherRequest))
+            }
+            SlotState::Held(_, Some(holder)) if Some(holder) == me => {
+                Some(Waited::GaveUp(GaveUp::Caller))
+            }
+            SlotState::Held(..) | SlotState::Claiming => None,
         }
     }
 
@@ -276,12 +318,8 @@ impl Waited {
     fn timed_out(state: SlotState, fingerprint: Fingerprint) -> Waited {
         match state {
             SlotState::Done => Waited::Released,
-            SlotState::Held(held) => Waited::GaveUp {
-                held_for_other: held != fingerprint,
-            },
-            SlotState::Claiming => Waited::GaveUp {
-                held_for_other: false,
-            },
+            SlotState::Held(held, _) if held != fingerprint => Waited::GaveUp(GaveUp::OtherRequest),
+            SlotState::Held(..) | SlotState::Claiming => Waited::GaveUp(GaveUp::TimedOut),
         }
     }
 }
@@ -308,7 +346,8 @@ impl Future for SlotChange {
             }
         }
         let state = *self.slot.state.lock();
-        if let Some(waited) = Waited::judge(state, self.fingerprint) {
+        // A task is never taken for the holder (see the module docs).
+        if let Some(waited) = Waited::judge(state, self.fingerprint, None) {
             return Poll::Ready(waited);
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -332,6 +371,26 @@ impl std::fmt::Debug for SlotGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlotGuard").finish_non_exhaustive()
     }
+}
+
+/// Who enters the map: a blocking caller, whose thread holds the claim it makes, or an
+/// async task, which is tied to no thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Thread,
+    Task,
+}
+
+/// The calling thread. Shuttle runs every modelled thread on one OS thread, so there
+/// threads cannot be told apart and no caller is ever taken for the holder.
+#[cfg(not(all(test, shuttle)))]
+fn current_thread() -> Option<ThreadId> {
+    Some(std::thread::current().id())
+}
+
+#[cfg(all(test, shuttle))]
+fn current_thread() -> Option<ThreadId> {
+    None
 }
 
 /// `now + wait`, saturating far in the future.
@@ -358,7 +417,8 @@ mod tests {
         let Entry::Vacant(guard) = map.enter(b"k", A, Instant::now()) else {
             panic!("first caller enters")
         };
-        guard.hold(A);
+        // Held by another thread: this one is a caller like any other.
+        std::thread::scope(|s| s.spawn(|| guard.hold(A)).join().expect("holder thread"));
         // A caller that does not wait, or has another request, asks the writer too, with a
         // slot of its own (on top: the next caller waits for that one).
         assert!(matches!(
@@ -458,6 +518,61 @@ mod tests {
         ));
         drop(first);
         assert_eq!(map.len(), 0);
+    }
+
+    /// The thread that holds a key is answered at once instead of waiting for itself; a
+    /// different request of that thread is told so as before.
+    #[test]
+    fn the_holding_thread_does_not_wait_for_itself() {
+        let map = Arc::new(InflightMap::new());
+        let Entry::Vacant(guard) = map.enter(b"k", A, Instant::now()) else {
+            panic!("first caller enters")
+        };
+        guard.hold(A);
+        let far = deadline_after(Duration::from_secs(3600));
+        assert!(matches!(map.enter(b"k", A, far), Entry::HeldByCaller(_)));
+        assert!(matches!(
+            map.enter(b"k", B, far),
+            Entry::HeldForOtherRequest(_)
+        ));
+        // Another thread still waits (here: until its deadline).
+        let other = std::thread::scope(|s| {
+            s.spawn(|| matches!(map.enter(b"k", A, Instant::now()), Entry::TimedOut(_)))
+                .join()
+                .expect("other thread")
+        });
+        assert!(other);
+    }
+
+    /// Threads say nothing about async tasks: a task is not answered at once on a key held
+    /// by a blocking caller of its thread, nor is a blocking caller on a key an async
+    /// caller of its thread holds. Both wait (here: until their deadline).
+    #[test]
+    fn async_callers_are_not_told_apart_by_thread() {
+        use crate::detached::block_on;
+
+        let map = Arc::new(InflightMap::new());
+        let Entry::Vacant(held) = map.enter(b"k", A, Instant::now()) else {
+            panic!("a blocking caller enters")
+        };
+        held.hold(A);
+        assert!(matches!(
+            block_on(map.enter_async(b"k", A, Instant::now())),
+            Entry::TimedOut(_)
+        ));
+        drop(held);
+        let Entry::Vacant(task) = block_on(map.enter_async(b"j", A, Instant::now())) else {
+            panic!("an async caller enters")
+        };
+        task.hold(A);
+        assert!(matches!(
+            map.enter(b"j", A, Instant::now()),
+            Entry::TimedOut(_)
+        ));
+        assert!(matches!(
+            block_on(map.enter_async(b"j", A, Instant::now())),
+            Entry::TimedOut(_)
+        ));
     }
 
     #[test]

@@ -137,12 +137,12 @@ pub use key::{
     DEFAULT_MAX_KEY_LEN, KeyPolicy, MAX_KEY_CHARS_LIMIT, MAX_KEY_LEN_LIMIT, MAX_SCOPE_LEN,
     UuidVersions, validate_scope,
 };
-pub use record::{ClaimId, Completed, InFlight, Record, RecordState, StateKind};
+pub use record::{ClaimId, Completed, InFlight, Record, RecordBuilder, RecordState, StateKind};
 pub use run::{RunError, RunOutcome};
 pub use scan::{Scan, ScanEntry};
 pub use stats::{StateCounts, Stats};
 pub use storage::StoreFiles;
-pub use store::Store;
+pub use store::{Store, SweepReport};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 
 /// Crate-private pieces for `benches/micro.rs` (feature `bench-internals`). Not an API: no
@@ -161,5 +161,5 @@ pub mod bench_internals {
     }
 
     /// The decision's operation vocabulary, for the `decision` benchmarks.
-    pub use crate::decision::{ClaimSpec, Operation, decide, transition};
+    pub use crate::decision::{ClaimSpec, Operation, transition};
 }

@@ -30,6 +30,29 @@ impl ClaimId {
         }
         u128::from_str_radix(text, 16).ok().map(ClaimId)
     }
+
+    /// The opening of the store that minted this id (its high 64 bits).
+    pub(crate) const fn opening(self) -> Opening {
+        Opening((self.0 >> 64) as u64)
+    }
+}
+
+/// One opening of a store. Every claim id an opening mints carries it in its high 64 bits,
+/// so the decision can tell a claim made since the store was last opened (its holder may
+/// be at work) from one made before (its holder's process has let go of the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Opening(u64);
+
+impl Opening {
+    /// An opening known by its number (a random one per open).
+    pub(crate) const fn new(id: u64) -> Opening {
+        Opening(id)
+    }
+
+    /// The `n`-th claim id this opening mints.
+    pub(crate) const fn claim(self, n: u64) -> ClaimId {
+        ClaimId(((self.0 as u128) << 64) | n as u128)
+    }
 }
 
 impl fmt::Debug for ClaimId {
@@ -70,6 +93,9 @@ pub struct InFlight {
     pub(crate) lease_until: Timestamp,
     pub(crate) abandoned_at: Option<Timestamp>,
     pub(crate) owner: Option<Vec<u8>>,
+    /// Detached with [`Claim::detach`](crate::Claim::detach): its holder may be another
+    /// process, so reopening the store does not end it.
+    pub(crate) detached: bool,
 }
 
 /// The details of a completed record.
@@ -112,52 +138,38 @@ impl fmt::Display for StateKind {
 }
 
 impl Record {
-    /// A completed record, as an import tool re-creates it.
-    pub fn new_completed(
-        fingerprint: Fingerprint,
-        created_at: Timestamp,
-        expires_at: Option<Timestamp>,
-        completed_at: Timestamp,
-        response: Vec<u8>,
-    ) -> Record {
-        Record {
+    /// Starts building a record first claimed at `created_at`, as an import tool re-creates
+    /// an exported one: finish it with [`RecordBuilder::completed`] or
+    /// [`RecordBuilder::in_flight`] (attempt 1; see [`Record::with_attempt`]).
+    ///
+    /// ```
+    /// use idemdb::{Fingerprint, Record, Timestamp};
+    ///
+    /// let record = Record::builder(Fingerprint::of(b"request"), Timestamp::from_millis(1_000))
+    ///     .expires_at(Some(Timestamp::from_millis(86_401_000)))
+    ///     .completed(Timestamp::from_millis(2_000), b"response".to_vec());
+    /// assert_eq!(record.response(), Some(&b"response"[..]));
+    /// ```
+    pub fn builder(fingerprint: Fingerprint, created_at: Timestamp) -> RecordBuilder {
+        RecordBuilder {
             fingerprint,
             created_at,
-            expires_at,
-            attempt: 1,
-            state: RecordState::Completed(Completed {
-                completed_at,
-                response,
-            }),
-        }
-    }
-
-    /// An in-flight record, as an import tool re-creates it.
-    pub fn new_in_flight(
-        fingerprint: Fingerprint,
-        created_at: Timestamp,
-        expires_at: Option<Timestamp>,
-        claim: ClaimId,
-        lease_until: Timestamp,
-        owner: Option<Vec<u8>>,
-    ) -> Record {
-        Record {
-            fingerprint,
-            created_at,
-            expires_at,
-            attempt: 1,
-            state: RecordState::InFlight(InFlight {
-                claim,
-                lease_until,
-                abandoned_at: None,
-                owner,
-            }),
+            expires_at: None,
         }
     }
 
     /// Sets how many claims have executed this key (1 for the first; more after recoveries).
     pub fn with_attempt(mut self, attempt: u32) -> Record {
         self.attempt = attempt.max(1);
+        self
+    }
+
+    /// Sets an in-flight record's owner tag (at most [`MAX_OWNER_LEN`](crate::MAX_OWNER_LEN)
+    /// bytes to be imported). No effect on a completed record.
+    pub fn with_owner(mut self, owner: Option<Vec<u8>>) -> Record {
+        if let RecordState::InFlight(flight) = &mut self.state {
+            flight.owner = owner;
+        }
         self
     }
 
@@ -202,6 +214,24 @@ impl Record {
             RecordState::Completed(c) => Some(&c.response),
             RecordState::InFlight(_) => None,
         }
+    }
+
+    /// The stored response, taken by value without a copy; `None` if in flight.
+    pub fn into_response(self) -> Option<Vec<u8>> {
+        match self.state {
+            RecordState::Completed(c) => Some(c.response),
+            RecordState::InFlight(_) => None,
+        }
+    }
+
+    /// Marks an in-flight record as detached (as an import tool re-creates an exported
+    /// detached claim): a later opening of the store then leaves it to its lease and its
+    /// owner instead of treating it as abandoned. No effect on a completed record.
+    pub fn with_detached(mut self, detached: bool) -> Record {
+        if let RecordState::InFlight(flight) = &mut self.state {
+            flight.detached = detached;
+        }
+        self
     }
 
     /// The state as a word, at `now`.
@@ -263,6 +293,13 @@ impl InFlight {
         self.owner.as_deref()
     }
 
+    /// Whether the claim was detached from its handle (see
+    /// [`Claim::detach`](crate::Claim::detach)) to be resumed later, possibly by another
+    /// process.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
     /// Whether the lease still protects the holder at `now`. A lease is live strictly before
     /// `lease_until`, so a zero lease is never live.
     pub fn lease_live(&self, now: Timestamp) -> bool {
@@ -279,5 +316,59 @@ impl Completed {
     /// The stored response.
     pub fn response(&self) -> &[u8] {
         &self.response
+    }
+
+    /// The stored response, taken by value without a copy.
+    pub fn into_response(self) -> Vec<u8> {
+        self.response
+    }
+}
+
+/// Builds a [`Record`] field by field (see [`Record::builder`]): the instants of its life
+/// are named, never a row of look-alike arguments.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `completed` or `in_flight` makes the record"]
+pub struct RecordBuilder {
+    fingerprint: Fingerprint,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+}
+
+impl RecordBuilder {
+    /// When the record stops counting (`None`, the default: kept forever).
+    pub fn expires_at(mut self, expires_at: Option<Timestamp>) -> RecordBuilder {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// A completed record whose `response` was stored at `completed_at`.
+    pub fn completed(self, completed_at: Timestamp, response: Vec<u8>) -> Record {
+        self.with_state(RecordState::Completed(Completed {
+            completed_at,
+            response,
+        }))
+    }
+
+    /// An in-flight record held by `claim` until `lease_until`, with no owner tag, not
+    /// abandoned and not detached (see [`Record::with_owner`],
+    /// [`Record::with_abandoned_at`], [`Record::with_detached`]).
+    pub fn in_flight(self, claim: ClaimId, lease_until: Timestamp) -> Record {
+        self.with_state(RecordState::InFlight(InFlight {
+            claim,
+            lease_until,
+            abandoned_at: None,
+            owner: None,
+            detached: false,
+        }))
+    }
+
+    fn with_state(self, state: RecordState) -> Record {
+        Record {
+            fingerprint: self.fingerprint,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            attempt: 1,
+            state,
+        }
     }
 }

@@ -17,10 +17,10 @@ use crate::fingerprint::Fingerprint;
 use crate::inflight::{Entry, InflightMap, SlotGuard, deadline_after};
 use crate::key::{split_storage_key, storage_key, validate_scope};
 use crate::maintenance::CheckReport;
-use crate::record::{ClaimId, Record, RecordState};
+use crate::record::{ClaimId, Opening, Record, RecordState};
 use crate::scan::Scan;
 use crate::stats::{Counters, StateCounts, Stats};
-use crate::storage::{CommitSettings, Engine, JournaledEngine, Opener};
+use crate::storage::{CommitSettings, Engine, JournaledEngine, KeyedOp, Opener};
 use crate::sweeper::{self, Sweeper};
 use crate::time::Timestamp;
 
@@ -62,8 +62,11 @@ pub(crate) struct Inner {
     /// Ends what async callers dropped (claims, cancelled begins) without their waiting.
     pub(crate) finisher: crate::detached::Finisher,
     closed: AtomicBool,
-    claim_nonce: u64,
+    /// This opening of the store: a random number, the high half of every claim id it
+    /// mints, so a later opening can tell its claims apart.
+    opening: Opening,
     claim_counter: AtomicU64,
+    import_bytes: usize,
     opener: Opener,
 }
 
@@ -91,19 +94,24 @@ impl Store {
         settings: Settings,
         commit: CommitSettings,
     ) -> Result<Store> {
+        // An import batch is one journal frame: keep it well inside the journal.
+        let import_bytes = usize::try_from(commit.journal_size / 8).unwrap_or(usize::MAX);
         let engine: Arc<dyn Engine> = Arc::new(JournaledEngine::open(
             opener.clone(),
             Arc::clone(&settings.clock),
             commit,
         )?);
-        Store::on_engine(engine, opener, settings)
+        Store::on_engine(engine, opener, settings, import_bytes)
     }
 
     /// A store over an open engine: the journaled one, or a model of storage in tests.
+    /// `import_bytes` bounds the journal bytes of one [`import_many`](Self::import_many)
+    /// batch.
     pub(crate) fn on_engine(
         engine: Arc<dyn Engine>,
         opener: Opener,
         settings: Settings,
+        import_bytes: usize,
     ) -> Result<Store> {
         let counters = Arc::new(Counters::default());
         let sweeper = match settings.sweep_interval {
@@ -128,8 +136,9 @@ impl Store {
                 sweeper: Mutex::new(sweeper),
                 finisher: crate::detached::Finisher::default(),
                 closed: AtomicBool::new(false),
-                claim_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+                opening: Opening::new(uuid::Uuid::new_v4().as_u64_pair().0),
                 claim_counter: AtomicU64::new(0),
+                import_bytes,
                 opener,
             }),
         })
@@ -156,6 +165,17 @@ impl Store {
     /// [`Begin::Conflict`], [`Begin::InProgress`] or [`Begin::Abandoned`].
     ///
     /// Uses the store's defaults for retention, lease, waiting and recovery.
+    ///
+    /// A caller in this process finding the key held by another caller here waits for it
+    /// (up to the `wait` bound) and then gets its outcome. The thread that holds the key
+    /// itself (it began the claim and has not ended it) is answered [`Begin::InProgress`],
+    /// with its own claim, at once: it would only wait for itself. (An async caller is not
+    /// told apart by its thread: see [`begin_with_async`](Self::begin_with_async).)
+    ///
+    /// A claim made before the store was last opened, and not detached, has lost its
+    /// holder (one process holds a store: that one closed it or died), so its key is
+    /// handed on at once, as a recovery or [`Begin::Abandoned`] as the recovery policy
+    /// says, without waiting for its lease to end.
     pub fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin> {
         self.begin_with(scope, key, fingerprint, &BeginOptions::default())
     }
@@ -275,22 +295,79 @@ impl Store {
 
     /// Stores `record` under (scope, key), as an import from an export does. A live record
     /// is replaced only if `overwrite`. Returns whether the record was written.
+    ///
+    /// One durable write per call: to load many records, [`import_many`](Self::import_many)
+    /// is much faster.
+    ///
+    /// An imported in-flight record's claim was not made by this opening of the store: its
+    /// holder counts as gone (see [`begin`](Self::begin)) unless the record is detached
+    /// ([`Record::with_detached`]), which leaves it to its lease and owner.
     pub fn import(&self, scope: &str, key: &str, record: Record, overwrite: bool) -> Result<bool> {
-        if let Some(response) = record.response()
-            && response.len() > self.inner.settings.max_response_size
-        {
-            return Err(Error::ResponseTooLarge {
-                size: response.len(),
-                limit: self.inner.settings.max_response_size,
-            });
-        }
-        if let Some(owner) = record.in_flight().and_then(|f| f.owner.as_ref()) {
-            check_owner(owner)?;
-        }
+        self.inner.check_import(&record)?;
         match self.apply_keyed(scope, key, Operation::Import { record, overwrite })? {
             Outcome::Imported { written } => Ok(written),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Stores many records as [`import`](Self::import) does, each (scope, key, record), in
+    /// batches that are each one durable write (one group commit). Returns how many
+    /// records were written; a live record kept because `overwrite` is off is not.
+    ///
+    /// Every scope, key and record of a batch is checked before the batch is written: an
+    /// invalid one fails the call, and the batches before it stay written. A storage error
+    /// fails the call too; the batches before it stay written.
+    ///
+    /// ```
+    /// use idemdb::{Fingerprint, Record, Store};
+    ///
+    /// let store = Store::builder().open_in_memory()?;
+    /// let now = store.now();
+    /// let records = (0..1000).map(|i| {
+    ///     let record = Record::builder(Fingerprint::of(format!("request {i}").as_bytes()), now)
+    ///         .completed(now, format!("response {i}").into_bytes());
+    ///     ("orders", format!("key-{i}"), record)
+    /// });
+    /// assert_eq!(store.import_many(records, false)?, 1000);
+    /// # Ok::<(), idemdb::Error>(())
+    /// ```
+    pub fn import_many<S, K, I>(&self, records: I, overwrite: bool) -> Result<u64>
+    where
+        S: AsRef<str>,
+        K: AsRef<str>,
+        I: IntoIterator<Item = (S, K, Record)>,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut written = 0;
+        let mut batch: Vec<KeyedOp> = Vec::new();
+        let mut batch_bytes = 0;
+        for (scope, key, record) in records {
+            inner.check_import(&record)?;
+            let storage_key = inner.storage_key(scope.as_ref(), key.as_ref())?;
+            batch_bytes += import_size(&storage_key, &record);
+            batch.push((storage_key, Operation::Import { record, overwrite }));
+            if batch.len() >= IMPORT_BATCH || batch_bytes >= inner.import_bytes {
+                written += self.import_batch(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            written += self.import_batch(batch)?;
+        }
+        Ok(written)
+    }
+
+    fn import_batch(&self, batch: Vec<KeyedOp>) -> Result<u64> {
+        let mut written = 0;
+        for answer in self.inner.engine.apply(batch) {
+            match answer? {
+                Outcome::Imported { written: true } => written += 1,
+                Outcome::Imported { written: false } => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(written)
     }
 
     fn apply_keyed(&self, scope: &str, key: &str, op: Operation) -> Result<Outcome> {
@@ -384,27 +461,80 @@ impl Store {
     }
 
     /// Deletes every record expired now, in bounded batches; returns how many. The
-    /// background sweeper does the same on its interval.
+    /// background sweeper does the same on its interval. To bound the work of one call,
+    /// see [`sweep_now_limited`](Self::sweep_now_limited).
     pub fn sweep_now(&self) -> Result<u64> {
+        Ok(self.sweep_up_to(u64::MAX)?.deleted)
+    }
+
+    /// Like [`sweep_now`](Self::sweep_now), but examines at most `max_records` due records
+    /// (so deletes at most that many), for a caller that sweeps a little at a time. The
+    /// report says whether more may be due: call again until it is complete. It folds the
+    /// journal first (as [`flush`](Self::flush) does), so every due record is found through
+    /// the expiry index, in order of expiry, within the bound.
+    ///
+    /// ```
+    /// use idemdb::Store;
+    ///
+    /// let store = Store::builder().sweep_interval(None).open_in_memory()?;
+    /// loop {
+    ///     let report = store.sweep_now_limited(1000)?;
+    ///     if report.complete {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), idemdb::Error>(())
+    /// ```
+    pub fn sweep_now_limited(&self, max_records: u64) -> Result<SweepReport> {
+        self.sweep_up_to(max_records)
+    }
+
+    fn sweep_up_to(&self, max_records: u64) -> Result<SweepReport> {
         let inner = &self.inner;
         inner.check_open()?;
+        if max_records < u64::MAX {
+            // Expired records not yet folded are looked through all at once by a sweep's
+            // first pass; folded, they wait in the index for the bounded passes.
+            inner.engine.flush()?;
+        }
         let now = inner.settings.clock.now();
-        let mut total = 0;
+        let mut report = SweepReport {
+            deleted: 0,
+            complete: false,
+        };
+        let mut examined = 0u64;
         let mut from = None;
-        loop {
+        while examined < max_records {
+            let batch = usize::try_from(max_records - examined)
+                .unwrap_or(usize::MAX)
+                .min(inner.settings.sweep_batch);
             let pass = sweeper::sweep_once(
                 inner.engine.as_ref(),
                 now,
-                inner.settings.sweep_batch,
+                batch,
                 from.as_deref(),
                 &inner.counters,
             )?;
-            total += pass.deleted;
+            report.deleted += pass.deleted;
+            examined = examined.saturating_add(pass.found.max(1));
             match pass.resume {
                 Some(resume) => from = Some(resume),
-                None => return Ok(total),
+                None => {
+                    report.complete = true;
+                    break;
+                }
             }
         }
+        Ok(report)
+    }
+
+    /// Folds everything acknowledged so far from the journal into the database file, so
+    /// the file alone holds it (for a backup of the file, or a quiet store). The store
+    /// folds on its own in the background; this does it now and returns when it is done.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.engine.flush()
     }
 
     /// Checks the open store's records and expiry index, as [`maintenance::check`] does for
@@ -431,7 +561,11 @@ impl Store {
 
     /// Stops the sweeper, finishes every acknowledged operation, makes everything durable
     /// and releases the file, reporting any error. Operations after a close (from any clone
-    /// of this store, or claims still held) fail with [`Error::Closed`].
+    /// of this store, or claims still held) fail with [`Error::Closed`]. A second close
+    /// returns `Ok`.
+    ///
+    /// Dropping the last handle closes the store too, but a drop cannot return an error:
+    /// one is only logged (a `tracing` warning). Call `close` to see it.
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown()
     }
@@ -449,7 +583,10 @@ pub(crate) fn slot_to_claim_with(entry: Entry) -> Option<(SlotGuard, bool)> {
         Entry::Vacant(slot) => Some((slot, true)),
         // With another caller here at work on the key, the writer decides against the
         // durable record all the same: in-progress or conflict with the holder's details.
-        Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) => Some((slot, false)),
+        // The calling thread holding the key itself is told in-progress at once.
+        Entry::HeldForOtherRequest(slot) | Entry::TimedOut(slot) | Entry::HeldByCaller(slot) => {
+            Some((slot, false))
+        }
     }
 }
 
@@ -467,6 +604,28 @@ fn unexpected(outcome: Outcome) -> Error {
     }
 }
 
+/// The most records one [`Store::import_many`] batch holds.
+const IMPORT_BATCH: usize = 16 * 1024;
+
+/// Roughly how many journal bytes importing `record` under `storage_key` takes.
+fn import_size(storage_key: &[u8], record: &Record) -> usize {
+    let owner = record
+        .in_flight()
+        .and_then(|f| f.owner.as_ref())
+        .map_or(0, Vec::len);
+    2 * storage_key.len() + record.response().map_or(0, <[u8]>::len) + owner + 160
+}
+
+/// What a [`Store::sweep_now_limited`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Expired records deleted.
+    pub deleted: u64,
+    /// True when nothing more was due; false when the limit was reached first.
+    pub complete: bool,
+}
+
 fn check_owner(owner: &[u8]) -> Result<()> {
     if owner.len() > MAX_OWNER_LEN {
         return Err(Error::OwnerTooLarge {
@@ -481,6 +640,22 @@ impl Inner {
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Checks a record to import against the store's limits.
+    fn check_import(&self, record: &Record) -> Result<()> {
+        if let Some(response) = record.response()
+            && response.len() > self.settings.max_response_size
+        {
+            return Err(Error::ResponseTooLarge {
+                size: response.len(),
+                limit: self.settings.max_response_size,
+            });
+        }
+        if let Some(owner) = record.in_flight().and_then(|f| f.owner.as_ref()) {
+            check_owner(owner)?;
         }
         Ok(())
     }
@@ -502,9 +677,15 @@ impl Inner {
         Operation::Claim(spec)
     }
 
+    /// This opening of the store (the reference model's claims are decided by it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn opening(&self) -> Opening {
+        self.opening
+    }
+
     fn next_claim_id(&self) -> ClaimId {
-        let n = self.claim_counter.fetch_add(1, Ordering::Relaxed);
-        ClaimId::from_u128((u128::from(self.claim_nonce) << 64) | u128::from(n))
+        self.opening
+            .claim(self.claim_counter.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn claim_spec(
@@ -539,7 +720,8 @@ impl Inner {
             .lease(lease)
             .retention(retention)
             .recovery(options.recovery.unwrap_or(s.recovery))
-            .owner(options.owner.clone()))
+            .owner(options.owner.clone())
+            .opened_by(self.opening))
     }
 
     /// Answers a `begin` from the last committed record when that is final: a replay or a
@@ -553,7 +735,13 @@ impl Inner {
             return Ok(None);
         };
         let now = self.settings.clock.now();
-        match decision::decide(Some(&record), &spec.fingerprint, spec.recovery, now) {
+        match decision::decide(
+            Some(&record),
+            &spec.fingerprint,
+            spec.recovery,
+            self.opening,
+            now,
+        ) {
             Decision::Replay | Decision::Conflict => {
                 let t = decision::transition(Some(record), Operation::Claim(spec.clone()), now);
                 Ok(Some(t.outcome))

@@ -446,3 +446,120 @@ async fn eventually_abandoned_at_attempt(store: &Store, key: &str, attempt: u32)
     }
     panic!("the claim on {key} was never abandoned at attempt {attempt}");
 }
+
+/// `detach_async` marks the claim detached durably, as the blocking `detach` does: a
+/// later opening of the store leaves the claim to its lease instead of finding its holder
+/// gone, and the ticket resumes it.
+#[test]
+fn detach_async_is_durable_and_the_ticket_resumes_after_a_reopen() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("d.idemdb");
+        let store = Store::open(&path).expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("a fresh key executes")
+        };
+        let ticket = claim.detach_async().await.expect("detach");
+        store.close_async().await.expect("close");
+        let store = Store::open(&path).expect("reopen");
+        let record = store.get("s", "k").expect("get").expect("in flight");
+        let RecordState::InFlight(flight) = record.state() else {
+            panic!("a detached claim stays in flight")
+        };
+        assert!(flight.is_detached());
+        let no_wait = BeginOptions::new().no_wait();
+        let begin = store
+            .begin_with_async("s", "k", fp("a"), &no_wait)
+            .await
+            .expect("begin");
+        assert!(
+            matches!(&begin, Begin::InProgress(p) if p.claim == ticket.claim),
+            "a detached claim keeps its lease across a reopen, got {begin:?}"
+        );
+        let resumed = store.resume(&ticket).expect("resume");
+        resumed.complete_async(b"done").await.expect("complete");
+        match store.begin_async("s", "k", fp("a")).await.expect("begin") {
+            Begin::Replay(r) => assert_eq!(r.response, b"done"),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        store.close_async().await.expect("close");
+    });
+}
+
+/// A claim whose key was deleted cannot be detached: `detach_async` says it is lost.
+#[test]
+fn detach_async_of_a_lost_claim_is_claim_lost() {
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock).open_in_memory().expect("open");
+        let Begin::Execute(claim) = store.begin_async("s", "k", fp("a")).await.expect("begin")
+        else {
+            panic!("executes")
+        };
+        assert!(store.delete_async("s", "k").await.expect("delete"));
+        assert!(matches!(
+            claim.detach_async().await,
+            Err(Error::ClaimLost(idemdb::ClaimLostReason::Missing))
+        ));
+        assert_eq!(store.get("s", "k").expect("get"), None);
+    });
+}
+
+/// A log sink shared by every thread (the finisher's too).
+#[cfg(debug_assertions)]
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(debug_assertions)]
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An async caller's claim dropped without an outcome is reported in debug builds as a
+/// blocking one is, once: on the caller's thread, not again where the store's finisher
+/// abandons it.
+#[cfg(debug_assertions)]
+#[test]
+fn a_dropped_async_claim_is_reported_once_in_debug_builds() {
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // Global, to see the finisher thread too; lines are told apart by claim id.
+    let captured = Captured::default();
+    let sink = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish()
+        .try_init()
+        .expect("the only global subscriber of this test binary");
+    runtime().block_on(async {
+        let clock = ManualClock::new(T0);
+        let store = builder(&clock).open_in_memory().expect("open");
+        let Begin::Execute(claim) = store
+            .begin_async("s", "warned", fp("a"))
+            .await
+            .expect("begin")
+        else {
+            panic!("executes")
+        };
+        let id = claim.id().to_string();
+        drop(claim);
+        // A second warning, if any, would come from the finisher before its abandonment.
+        eventually_abandoned(&store, "warned").await;
+        let log = String::from_utf8_lossy(&captured.0.lock().expect("log")).into_owned();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&id))
+            .filter(|l| l.contains("claim was dropped without complete"))
+            .count();
+        assert_eq!(warnings, 1, "{log}");
+    });
+}

@@ -178,8 +178,11 @@ fn an_oversized_response_in_a_batch_fails_alone() {
         .collect();
     gate.close();
     std::thread::scope(|s| {
-        let blocker =
-            s.spawn(|| execute(store.begin("s", "blocker", fp("b")).expect("begin")).detach());
+        let blocker = s.spawn(|| {
+            execute(store.begin("s", "blocker", fp("b")).expect("begin"))
+                .detach()
+                .expect("detach")
+        });
         gate.wait_for_blocked_sync();
         let handles: Vec<_> = claims
             .into_iter()

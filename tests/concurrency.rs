@@ -63,8 +63,8 @@ fn the_same_key_twice_in_one_group_commit_batch_executes_once() {
     let no_wait = BeginOptions::new().no_wait();
     gate.close();
     std::thread::scope(|s| {
-        let blocker =
-            s.spawn(|| execute(store.begin("s", "blocker", fp("x")).expect("begin")).detach());
+        // The blocker's claim is detached only after the commits are counted.
+        let blocker = s.spawn(|| execute(store.begin("s", "blocker", fp("x")).expect("begin")));
         gate.wait_for_blocked_sync();
         let commits_before = store.stats().commits;
         // Three claims of one key (two the same request, one another) queue behind the
@@ -83,7 +83,7 @@ fn the_same_key_twice_in_one_group_commit_batch_executes_once() {
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         gate.open();
-        blocker.join().expect("blocker");
+        let blocker = blocker.join().expect("blocker");
         let answers: Vec<Begin> = callers
             .into_iter()
             .map(|h| h.join().expect("caller"))
@@ -101,6 +101,7 @@ fn the_same_key_twice_in_one_group_commit_batch_executes_once() {
             "the three claims shared one commit"
         );
         assert!(stats.largest_batch >= 3, "{stats:?}");
+        blocker.detach().expect("detach");
         for answer in answers {
             match answer {
                 Begin::Execute(claim) => {
@@ -164,7 +165,12 @@ fn after_a_release_exactly_one_waiter_executes_and_the_rest_replay_it() {
 fn a_waiter_gives_up_at_its_bound_with_a_retry_hint() {
     let t = TestStore::new();
     let opts = BeginOptions::new().lease(Duration::from_secs(45));
-    let _holder = execute(t.store.begin_with("s", "k", fp("a"), &opts).expect("begin"));
+    // Held by another thread (the holding thread itself would be answered at once).
+    let _holder = std::thread::scope(|s| {
+        s.spawn(|| execute(t.store.begin_with("s", "k", fp("a"), &opts).expect("begin")))
+            .join()
+            .expect("holder thread")
+    });
     let started = Instant::now();
     let wait = BeginOptions::new().wait(Duration::from_millis(150));
     match t.store.begin_with("s", "k", fp("a"), &wait).expect("begin") {
@@ -300,4 +306,29 @@ fn readers_never_see_an_older_state_across_folds() {
         done.store(true, Ordering::Release);
     });
     assert!(t.store.stats().folds > 1, "{:?}", t.store.stats());
+}
+
+/// A thread that already holds a key and begins it again is answered in-progress at once,
+/// with its own claim's details, instead of waiting the whole `wait` for itself.
+#[test]
+fn the_holding_thread_is_answered_at_once_instead_of_waiting_for_itself() {
+    let t = TestStore::with(|b| b.wait(Duration::from_secs(60)));
+    let claim = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
+    let started = Instant::now();
+    match t.store.begin("s", "k", fp("a")).expect("begin") {
+        Begin::InProgress(p) => assert_eq!(p.claim, claim.id()),
+        other => panic!("{other:?}"),
+    }
+    // It did not wait for the 60 s bound (before the fix it waited all of it).
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Another request of the same thread is a conflict, as before.
+    assert!(matches!(
+        t.store.begin("s", "k", fp("b")).expect("begin"),
+        Begin::Conflict(_)
+    ));
+    claim.complete(b"done").expect("complete");
+    assert_eq!(
+        common::replay(t.store.begin("s", "k", fp("a")).expect("begin")),
+        b"done"
+    );
 }

@@ -100,7 +100,9 @@ fn conflict_and_replay_after_a_restart() {
     execute(t.store.begin("s", "done", fp("a")).expect("begin"))
         .complete(b"stored")
         .expect("complete");
-    let _in_flight = execute(t.store.begin("s", "held", fp("a")).expect("begin")).detach();
+    let _in_flight = execute(t.store.begin("s", "held", fp("a")).expect("begin"))
+        .detach()
+        .expect("detach");
     t.reopen(|b| b);
     assert!(matches!(
         t.store.begin("s", "done", fp("b")).expect("begin"),

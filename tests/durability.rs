@@ -25,8 +25,8 @@ fn populate(store: &idemdb::Store) -> Vec<(String, String)> {
                 .expect("begin"),
         );
         match i % 5 {
-            0 => drop(claim),          // abandoned
-            1 => drop(claim.detach()), // in flight
+            0 => drop(claim),                           // abandoned
+            1 => drop(claim.detach().expect("detach")), // in flight
             _ => {
                 claim.complete(format!("r{i}")).expect("complete");
             }

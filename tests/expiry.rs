@@ -136,7 +136,10 @@ fn a_live_lease_outlasts_a_short_retention() {
         Begin::InProgress(_)
     ));
     claim.complete(b"r").expect("complete");
-    // completed after its retention: expired at once
+    // Completed after its retention: kept the retention from the completion, then swept.
+    assert!(t.store.get("s", "k").expect("get").is_some());
+    assert_eq!(t.store.sweep_now().expect("sweep"), 0);
+    t.clock.advance(Duration::from_secs(1));
     assert!(t.store.get("s", "k").expect("get").is_none());
     assert_eq!(t.store.sweep_now().expect("sweep"), 1);
 }
@@ -289,7 +292,8 @@ fn clock_jumps_back_and_forward_across_restarts() {
             .begin_with("s", "held", fp("a"), &lease)
             .expect("begin"),
     )
-    .detach();
+    .detach()
+    .expect("detach");
     // backwards by a day: records live longer (instants are absolute), nothing panics
     t.clock.rewind(Duration::from_secs(24 * 3600));
     t.reopen(|b| b.default_retention(Duration::from_secs(3600)));
@@ -438,5 +442,58 @@ fn a_store_from_before_the_exact_index_is_cleaned_on_open() {
     assert_eq!(
         replay(t.store.begin("s", "k", fp("a")).expect("begin")),
         b"live"
+    );
+}
+
+/// A completion after the retention has run out (the lease outlasted it) is never stored
+/// already expired: its record lives at least the retention from the completion, so the
+/// next retry replays instead of executing again.
+#[test]
+fn a_late_completion_lives_the_retention_from_its_completion() {
+    let t = TestStore::new();
+    let options = BeginOptions::new()
+        .retention(Duration::from_secs(1))
+        .lease(Duration::from_secs(60));
+    let claim = execute(
+        t.store
+            .begin_with("s", "k", fp("a"), &options)
+            .expect("begin"),
+    );
+    t.clock.advance(Duration::from_secs(30));
+    let completion = claim.complete(b"late").expect("complete inside the lease");
+    assert_eq!(completion.completed_at, t.clock.now());
+    assert_eq!(
+        completion.expires_at,
+        Some(t.clock.now().saturating_add(Duration::from_secs(1)))
+    );
+    assert_eq!(
+        replay(
+            t.store
+                .begin_with("s", "k", fp("a"), &options)
+                .expect("begin")
+        ),
+        b"late"
+    );
+    t.clock.advance(ms(999));
+    assert_eq!(
+        replay(t.store.begin("s", "k", fp("a")).expect("begin")),
+        b"late"
+    );
+    t.clock.advance(ms(1));
+    assert!(t.store.get("s", "k").expect("get").is_none());
+}
+
+/// Inside the retention too, a completion's record lives the retention from the completion:
+/// the later of the first claim's expiry and the completion plus the retention.
+#[test]
+fn every_completion_lives_at_least_the_retention_after_it() {
+    let t = TestStore::with(|b| b.default_retention(Duration::from_secs(10)));
+    let claim = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
+    t.clock.advance(Duration::from_secs(4));
+    let completion = claim.complete(b"r").expect("complete");
+    // Lives 10 s from the completion: the later of the two bounds.
+    assert_eq!(
+        completion.expires_at,
+        Some(common::T0.saturating_add(Duration::from_secs(14)))
     );
 }

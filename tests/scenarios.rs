@@ -57,7 +57,7 @@ fn s11_retry_before_at_and_after_the_lease_end() {
     let opts = BeginOptions::new().lease(lease).no_wait();
     let first = execute(t.store.begin_with("s", "k", fp("r"), &opts).expect("begin"));
     let until = first.lease_until();
-    let _ticket = first.detach();
+    let _ticket = first.detach().expect("detach");
 
     t.clock.advance(lease - Duration::from_millis(1));
     match t
@@ -87,7 +87,7 @@ fn s11_retry_before_at_and_after_the_lease_end() {
             .expect("extended"),
         Begin::InProgress(_)
     ));
-    let _second = second.detach();
+    let _second = second.detach().expect("detach");
     t.clock.advance(lease * 2);
     let third = execute(t.store.begin_with("s", "k", fp("r"), &opts).expect("after"));
     assert_eq!(third.attempt(), 3);
@@ -100,7 +100,7 @@ fn s11_retry_before_at_and_after_the_lease_end() {
             .begin_with("s", "zero", fp("r"), &zero)
             .expect("zero"),
     );
-    let _z = z.detach();
+    let _z = z.detach().expect("detach");
     let taken = execute(
         t.store
             .begin_with("s", "zero", fp("r"), &zero)

@@ -97,7 +97,7 @@ fn live_lease_elsewhere_is_in_progress_with_a_retry_hint() {
             .expect("begin"),
     );
     t.clock.advance(Duration::from_secs(10));
-    let ticket = claim.detach(); // the holder is "elsewhere" now: nobody in this process waits on it
+    let ticket = claim.detach().expect("detach"); // the holder is "elsewhere" now: nobody in this process waits on it
     match t.store.begin("s", "k", fp("a")).expect("begin") {
         Begin::InProgress(p) => {
             assert_eq!(p.retry_after, Duration::from_secs(20));
@@ -124,7 +124,7 @@ fn expired_lease_is_taken_over_and_flagged_as_a_recovery() {
     );
     let first_id = first.id();
     let expires = first.expires_at();
-    let _ticket = first.detach(); // the holder crashes: no complete, no release
+    let _ticket = first.detach().expect("detach"); // the holder crashes: no complete, no release
     t.clock.advance(Duration::from_millis(4_999));
     assert!(matches!(
         t.store.begin("s", "k", fp("a")).expect("begin"),
@@ -254,7 +254,7 @@ fn a_claim_taken_over_cannot_complete_over_the_new_holder() {
             )
             .expect("begin"),
     );
-    let ticket = slow.detach();
+    let ticket = slow.detach().expect("detach");
     t.clock.advance(Duration::from_secs(2));
     let fresh = execute(t.store.begin("s", "k", fp("a")).expect("begin"));
     assert!(fresh.is_recovery());
@@ -277,7 +277,9 @@ fn a_claim_taken_over_cannot_complete_over_the_new_holder() {
 #[test]
 fn detached_claims_resume_and_complete() {
     let mut t = TestStore::new();
-    let ticket = execute(t.store.begin("s", "k", fp("a")).expect("begin")).detach();
+    let ticket = execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .detach()
+        .expect("detach");
     t.reopen(|b| b);
     let claim = t.store.resume(&ticket).expect("resume");
     assert_eq!(claim.id(), ticket.claim);
@@ -301,7 +303,7 @@ fn operator_abandon_of_a_dead_owner() {
             )
             .expect("begin"),
     );
-    let ticket = claim.detach();
+    let ticket = claim.detach().expect("detach");
     let in_progress = match t
         .store
         .begin_with("s", "k", fp("a"), &BeginOptions::new().no_wait())
@@ -467,4 +469,96 @@ fn store_and_claims_move_across_threads() {
         replay(t.store.begin("s", "k", fp("a")).expect("begin")),
         b"from another thread"
     );
+}
+
+/// Captured log output of the calling thread.
+#[cfg(debug_assertions)]
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(debug_assertions)]
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned()
+    }
+}
+
+/// `matches!(store.begin(..), Begin::Execute(_))` drops the claim and so abandons the key:
+/// debug builds say so in a warning. Ending a claim any way on purpose says nothing.
+#[cfg(debug_assertions)]
+#[test]
+fn a_claim_dropped_without_an_outcome_is_reported_in_debug_builds() {
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let _logging = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let t = TestStore::new();
+    for (key, end) in ["complete", "release", "abandon", "detach"]
+        .into_iter()
+        .enumerate()
+    {
+        let claim = execute(
+            t.store
+                .begin("s", &format!("k{key}"), fp("a"))
+                .expect("begin"),
+        );
+        match end {
+            "complete" => drop(claim.complete(b"r").expect("complete")),
+            "release" => claim.release().expect("release"),
+            "abandon" => claim.abandon().expect("abandon"),
+            _ => drop(claim.detach().expect("detach")),
+        }
+    }
+    assert!(!captured.text().contains("dropped"), "{}", captured.text());
+    let dropped = matches!(
+        t.store.begin("s", "mistake", fp("a")).expect("begin"),
+        Begin::Execute(_)
+    );
+    assert!(dropped);
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("claim was dropped without complete"),
+        "{log}"
+    );
+    // The key was abandoned: its retry is a recovery.
+    let retry = execute(t.store.begin("s", "mistake", fp("a")).expect("begin"));
+    assert!(retry.is_recovery());
+    retry.release().expect("release");
+}
+
+/// A stored response can be taken by value, from a record or a replay, without a copy.
+#[test]
+fn a_response_is_taken_by_value() {
+    let t = TestStore::new();
+    execute(t.store.begin("s", "k", fp("a")).expect("begin"))
+        .complete(b"the response")
+        .expect("complete");
+    let record = t.store.get("s", "k").expect("get").expect("stored");
+    assert_eq!(record.into_response(), Some(b"the response".to_vec()));
+    let Begin::Replay(replay) = t.store.begin("s", "k", fp("a")).expect("begin") else {
+        panic!("replay")
+    };
+    let response: Vec<u8> = replay.response;
+    assert_eq!(response, b"the response");
+    let in_flight = execute(t.store.begin("s", "other", fp("a")).expect("begin"));
+    let record = t.store.get("s", "other").expect("get").expect("stored");
+    assert_eq!(record.into_response(), None);
+    in_flight.release().expect("release");
 }

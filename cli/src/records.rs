@@ -162,13 +162,9 @@ impl Line {
                 let response = BASE64
                     .decode(response)
                     .map_err(|e| format!("response_base64: {e}"))?;
-                Record::new_completed(
-                    fingerprint,
-                    created_at,
-                    expires_at,
-                    Timestamp::from_millis(completed_at),
-                    response,
-                )
+                Record::builder(fingerprint, created_at)
+                    .expires_at(expires_at)
+                    .completed(Timestamp::from_millis(completed_at), response)
             }
             LineState::InFlight => {
                 self.refuse_fields(&[
@@ -189,15 +185,11 @@ impl Line {
                     .map(|o| BASE64.decode(o))
                     .transpose()
                     .map_err(|e| format!("owner_base64: {e}"))?;
-                Record::new_in_flight(
-                    fingerprint,
-                    created_at,
-                    expires_at,
-                    claim,
-                    Timestamp::from_millis(lease_until),
-                    owner,
-                )
-                .with_abandoned_at(self.abandoned_at.map(Timestamp::from_millis))
+                Record::builder(fingerprint, created_at)
+                    .expires_at(expires_at)
+                    .in_flight(claim, Timestamp::from_millis(lease_until))
+                    .with_owner(owner)
+                    .with_abandoned_at(self.abandoned_at.map(Timestamp::from_millis))
             }
         };
         Ok(record.with_attempt(self.attempt))
@@ -227,23 +219,14 @@ mod tests {
 
     #[test]
     fn completed_and_in_flight_records_round_trip() {
-        let completed = Record::new_completed(
-            fp(),
-            Timestamp::from_millis(1_000),
-            None,
-            Timestamp::from_millis(2_000),
-            vec![0, 159, 146, 150, 255],
-        )
-        .with_attempt(3);
-        let in_flight = Record::new_in_flight(
-            fp(),
-            Timestamp::from_millis(1_000),
-            Some(Timestamp::from_millis(90_000)),
-            ClaimId::from_u128(0xabc),
-            Timestamp::from_millis(5_000),
-            Some(b"owner \xff".to_vec()),
-        )
-        .with_abandoned_at(Some(Timestamp::from_millis(4_000)));
+        let completed = Record::builder(fp(), Timestamp::from_millis(1_000))
+            .completed(Timestamp::from_millis(2_000), vec![0, 159, 146, 150, 255])
+            .with_attempt(3);
+        let in_flight = Record::builder(fp(), Timestamp::from_millis(1_000))
+            .expires_at(Some(Timestamp::from_millis(90_000)))
+            .in_flight(ClaimId::from_u128(0xabc), Timestamp::from_millis(5_000))
+            .with_owner(Some(b"owner \xff".to_vec()))
+            .with_abandoned_at(Some(Timestamp::from_millis(4_000)));
         for record in [completed, in_flight] {
             let line = Line::of("s", "k", &record);
             let text = serde_json::to_string(&line).expect("serialize");
@@ -255,13 +238,8 @@ mod tests {
 
     #[test]
     fn broken_lines_name_the_field() {
-        let record = Record::new_completed(
-            fp(),
-            Timestamp::from_millis(1),
-            None,
-            Timestamp::from_millis(2),
-            b"x".to_vec(),
-        );
+        let record = Record::builder(fp(), Timestamp::from_millis(1))
+            .completed(Timestamp::from_millis(2), b"x".to_vec());
         let good = Line::of("s", "k", &record);
         let cases: Vec<(Line, &str)> = vec![
             (

@@ -110,21 +110,23 @@ pub struct Held {
 }
 
 impl Held {
-    /// Lets go of a claim for the time COMMAND runs, keeping what it was.
-    fn detach(claim: Claim) -> Held {
+    /// Lets go of a claim for the time COMMAND runs, keeping what it was. The detach is a
+    /// durable mark (a later opening of the store leaves the claim to its owner); if it
+    /// cannot be written the claim is abandoned and the error returned.
+    fn detach(claim: Claim) -> Result<Held, idemdb::Error> {
         let (created_at, expires_at, lease_until, attempt) = (
             claim.created_at(),
             claim.expires_at(),
             claim.lease_until(),
             claim.attempt(),
         );
-        Held {
-            ticket: claim.detach(),
+        Ok(Held {
+            ticket: claim.detach()?,
             created_at,
             expires_at,
             lease_until,
             attempt,
-        }
+        })
     }
 }
 
@@ -276,7 +278,7 @@ fn claim_step(
             let attempt = claim.attempt();
             let previous = claim.recovery().map(|r| r.previous_owner.clone());
             Step::Execute {
-                held: Held::detach(claim),
+                held: Held::detach(claim)?,
                 attempt,
                 previous,
             }
@@ -733,7 +735,7 @@ mod tests {
         else {
             panic!("a fresh key executes");
         };
-        (dir, store, clock, Held::detach(claim))
+        (dir, store, clock, Held::detach(claim).expect("detach"))
     }
 
     fn fingerprint() -> Fingerprint {
@@ -836,7 +838,7 @@ mod tests {
             else {
                 panic!("a fresh key executes");
             };
-            let held = Held::detach(claim);
+            let held = Held::detach(claim).expect("detach");
             sim.fail_after(n, Persistence::Forever);
             let outcome = finish_on(store, &held, Finish::Complete(b"result".to_vec()));
             sim.power_cut(CrashMode::Durable);

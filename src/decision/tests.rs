@@ -7,6 +7,10 @@ const FP: Fingerprint = Fingerprint::from_bytes([1; 32]);
 const OTHER: Fingerprint = Fingerprint::from_bytes([2; 32]);
 const HOLDER: ClaimId = ClaimId::from_u128(11);
 const NEW: ClaimId = ClaimId::from_u128(22);
+/// The opening that decides: the one that minted `HOLDER` and `NEW`.
+const THIS: Opening = NEW.opening();
+/// An earlier opening of the store.
+const EARLIER: Opening = Opening::new(0x5eed);
 
 fn ts(ms: u64) -> Timestamp {
     Timestamp::from_millis(ms)
@@ -17,7 +21,28 @@ fn ts(ms: u64) -> Timestamp {
 enum Shape {
     Absent,
     Completed,
-    InFlight { lease_until: u64, abandoned: bool },
+    InFlight {
+        lease_until: u64,
+        abandoned: bool,
+        holder: Holder,
+    },
+}
+
+/// Who made an in-flight claim, as the deciding opening sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    ThisOpening,
+    EarlierOpening,
+    EarlierDetached,
+}
+
+impl Holder {
+    fn claim(self) -> ClaimId {
+        match self {
+            Holder::ThisOpening => HOLDER,
+            Holder::EarlierOpening | Holder::EarlierDetached => EARLIER.claim(11),
+        }
+    }
 }
 
 /// Every shape, with leases at the boundaries around `now` (including the epoch, which is a
@@ -26,10 +51,17 @@ fn shapes(now: u64) -> Vec<Shape> {
     let mut out = vec![Shape::Absent, Shape::Completed];
     for lease_until in [0, now.saturating_sub(1), now, now + 1, now + 60_000] {
         for abandoned in [false, true] {
-            out.push(Shape::InFlight {
-                lease_until,
-                abandoned,
-            });
+            for holder in [
+                Holder::ThisOpening,
+                Holder::EarlierOpening,
+                Holder::EarlierDetached,
+            ] {
+                out.push(Shape::InFlight {
+                    lease_until,
+                    abandoned,
+                    holder,
+                });
+            }
         }
     }
     out
@@ -50,30 +82,23 @@ fn build(shape: Shape, fingerprint: Fingerprint, expires_at: Option<u64>) -> Opt
     let expires_at = expires_at.map(ts);
     match shape {
         Shape::Absent => None,
-        Shape::Completed => Some(Record::new_completed(
-            fingerprint,
-            ts(0),
-            expires_at,
-            ts(0),
-            b"stored response".to_vec(),
-        )),
+        Shape::Completed => Some(
+            Record::builder(fingerprint, ts(0))
+                .expires_at(expires_at)
+                .completed(ts(0), b"stored response".to_vec()),
+        ),
         Shape::InFlight {
             lease_until,
             abandoned,
-        } => {
-            let mut r = Record::new_in_flight(
-                fingerprint,
-                ts(0),
-                expires_at,
-                HOLDER,
-                ts(lease_until),
-                Some(b"owner".to_vec()),
-            );
-            if let RecordState::InFlight(f) = &mut r.state {
-                f.abandoned_at = abandoned.then_some(ts(lease_until));
-            }
-            Some(r)
-        }
+            holder,
+        } => Some(
+            Record::builder(fingerprint, ts(0))
+                .expires_at(expires_at)
+                .in_flight(holder.claim(), ts(lease_until))
+                .with_owner(Some(b"owner".to_vec()))
+                .with_abandoned_at(abandoned.then_some(ts(lease_until)))
+                .with_detached(holder == Holder::EarlierDetached),
+        ),
     }
 }
 
@@ -86,7 +111,9 @@ fn expected(
     policy: RecoveryPolicy,
     now: u64,
 ) -> Decision {
-    let lease_live = |lease_until: u64| now < lease_until;
+    // A claim of an earlier opening that was not detached has lost its holder at once.
+    let holder_live =
+        |lease_until: u64, holder: Holder| now < lease_until && holder != Holder::EarlierOpening;
     // A record is kept at least until its expiry, and an in-flight one also until its lease
     // ends; from that instant on it is absent.
     let keep_until = match (shape, expires_at) {
@@ -104,7 +131,11 @@ fn expected(
     }
     match shape {
         Shape::Completed => Decision::Replay,
-        Shape::InFlight { lease_until, .. } if lease_live(lease_until) => Decision::InProgress {
+        Shape::InFlight {
+            lease_until,
+            holder,
+            ..
+        } if holder_live(lease_until, holder) => Decision::InProgress {
             retry_after: Duration::from_millis(lease_until - now),
         },
         Shape::InFlight { .. } if policy == RecoveryPolicy::Strict => Decision::Abandoned,
@@ -123,7 +154,7 @@ fn decide_matches_the_rules_in_every_case() {
                     for policy in [RecoveryPolicy::TakeOver, RecoveryPolicy::Strict] {
                         let record = build(shape, FP, expires_at);
                         let asked = if same { FP } else { OTHER };
-                        let got = decide(record.as_ref(), &asked, policy, ts(now));
+                        let got = decide(record.as_ref(), &asked, policy, THIS, ts(now));
                         let want = expected(shape, same, expires_at, policy, now);
                         assert_eq!(
                             got, want,
@@ -135,7 +166,7 @@ fn decide_matches_the_rules_in_every_case() {
             }
         }
     }
-    assert_eq!(cases, 4 * 12 * 6 * 2 * 2);
+    assert_eq!(cases, 4 * 32 * 6 * 2 * 2);
 }
 
 #[test]
@@ -147,13 +178,17 @@ fn transition_agrees_with_decide_for_every_claim() {
                     for policy in [RecoveryPolicy::TakeOver, RecoveryPolicy::Strict] {
                         let record = build(shape, FP, expires_at);
                         let asked = if same { FP } else { OTHER };
-                        let decision = decide(record.as_ref(), &asked, policy, ts(now));
+                        let decision = decide(record.as_ref(), &asked, policy, THIS, ts(now));
                         let spec = ClaimSpec::new(asked, NEW)
                             .lease(Duration::from_secs(30))
                             .recovery(policy)
                             .owner(Some(b"me".to_vec()));
                         let t = transition(record.clone(), Operation::Claim(spec), ts(now));
-                        check_claim_transition(record, decision, t, asked, now);
+                        let holder = match shape {
+                            Shape::InFlight { holder, .. } => holder.claim(),
+                            _ => HOLDER,
+                        };
+                        check_claim_transition(record, decision, t, asked, holder, now);
                     }
                 }
             }
@@ -166,6 +201,7 @@ fn check_claim_transition(
     decision: Decision,
     t: Transition,
     asked: Fingerprint,
+    holder: ClaimId,
     now: u64,
 ) {
     let context = format!("{before:?} {decision:?}");
@@ -194,7 +230,9 @@ fn check_claim_transition(
                 );
                 assert_eq!(new.expires_at, old.expires_at);
                 assert_eq!(new.attempt, old.attempt + 1);
-                assert_eq!(e.recovery.map(|r| r.previous_claim), Some(HOLDER));
+                let r = e.recovery.expect("a recovery");
+                assert_eq!(r.previous_claim, holder);
+                assert!(r.lease_ended_at <= ts(now), "{context}");
             } else {
                 assert_eq!(new.created_at, ts(now));
                 assert_eq!(new.expires_at, Some(ts(now + 24 * 3600 * 1000)));
@@ -214,12 +252,13 @@ fn check_claim_transition(
         (Decision::InProgress { retry_after }, Outcome::InProgress(p)) => {
             assert_eq!(t.change, Change::Keep);
             assert_eq!(p.retry_after, retry_after);
-            assert_eq!(p.claim, HOLDER);
+            assert_eq!(p.claim, holder);
             assert_eq!(p.owner, Some(b"owner".to_vec()));
         }
         (Decision::Abandoned, Outcome::Abandoned(a)) => {
             assert_eq!(t.change, Change::Keep);
-            assert_eq!(a.claim, HOLDER);
+            assert_eq!(a.claim, holder);
+            assert!(a.since <= ts(now), "{context}");
         }
         (d, o) => panic!("decision {d:?} reported as {o:?}: {context}"),
     }
@@ -240,15 +279,20 @@ fn claim_ops_require_the_holding_claim() {
                 claim,
                 lease: Duration::from_secs(5),
             },
+            Operation::Detach { claim },
         ]
     };
     for shape in shapes(now) {
+        let holder = match shape {
+            Shape::InFlight { holder, .. } => holder.claim(),
+            _ => HOLDER,
+        };
         for expires_at in expiries(now) {
-            for claim in [HOLDER, NEW] {
+            for claim in [holder, NEW] {
                 for op in ops(claim) {
                     let before = build(shape, FP, expires_at);
                     let t = transition(before.clone(), op.clone(), ts(now));
-                    let holds = matches!(shape, Shape::InFlight { .. }) && claim == HOLDER;
+                    let holds = matches!(shape, Shape::InFlight { .. }) && claim == holder;
                     if !holds {
                         let reason = match shape {
                             Shape::Absent => ClaimLostReason::Missing,
@@ -271,7 +315,19 @@ fn claim_ops_require_the_holding_claim() {
                         ) => {
                             assert_eq!(new.response(), Some(&b"r"[..]));
                             assert_eq!(completed_at, ts(now));
-                            assert_eq!(e, old.expires_at);
+                            // The record lives at least the retention (here its expiry:
+                            // created at 0) from the completion.
+                            assert_eq!(
+                                e,
+                                old.expires_at
+                                    .map(|x| ts(x.as_millis().saturating_add(now)))
+                            );
+                            assert_eq!(new.expires_at, e);
+                            // Never stored expired, unless its retention is zero (only an
+                            // import can make such a record).
+                            if old.expires_at != Some(ts(0)) {
+                                assert!(!new.is_expired(ts(now)), "never stored expired");
+                            }
                             assert_eq!(
                                 (new.created_at, new.attempt, new.fingerprint),
                                 (old.created_at, old.attempt, old.fingerprint)
@@ -282,8 +338,18 @@ fn claim_ops_require_the_holding_claim() {
                             let f = new.in_flight().expect("still in flight");
                             assert!(!f.lease_live(ts(now)), "abandon ends the lease at once");
                             assert_eq!(f.abandoned_at, Some(ts(now)));
-                            assert_eq!(f.claim, HOLDER);
+                            assert_eq!(f.claim, holder);
                             assert_eq!(f.owner, Some(b"owner".to_vec()));
+                            assert_eq!(new.expires_at, old.expires_at);
+                        }
+                        (Operation::Detach { .. }, Change::Put(new), Outcome::Detached) => {
+                            let f = new.in_flight().expect("still in flight");
+                            assert!(f.detached);
+                            let RecordState::InFlight(was) = &old.state else {
+                                panic!("held")
+                            };
+                            assert_eq!(f.lease_until, was.lease_until);
+                            assert_eq!(f.owner, was.owner);
                             assert_eq!(new.expires_at, old.expires_at);
                         }
                         (
@@ -404,10 +470,10 @@ fn a_live_lease_keeps_an_in_flight_record_past_its_retention() {
         panic!("claimed")
     };
     assert_eq!(r.sweep_at(), Some(ts(60_000)));
-    let d = decide(Some(&r), &FP, RecoveryPolicy::TakeOver, ts(30_000));
+    let d = decide(Some(&r), &FP, RecoveryPolicy::TakeOver, THIS, ts(30_000));
     assert!(matches!(d, Decision::InProgress { .. }));
     assert_eq!(
-        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, ts(60_000)),
+        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, THIS, ts(60_000)),
         Decision::Execute { recovery: false }
     );
 }
@@ -419,11 +485,11 @@ fn zero_lease_is_abandoned_at_once() {
         panic!("claimed")
     };
     assert_eq!(
-        decide(Some(&r), &FP, RecoveryPolicy::Strict, ts(500)),
+        decide(Some(&r), &FP, RecoveryPolicy::Strict, THIS, ts(500)),
         Decision::Abandoned
     );
     assert_eq!(
-        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, ts(500)),
+        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, THIS, ts(500)),
         Decision::Execute { recovery: true }
     );
 }
@@ -436,14 +502,14 @@ fn clock_jumps_never_panic_and_follow_absolute_instants() {
     };
     // far backwards: the lease appears longer, the record stays live
     assert_eq!(
-        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, ts(0)),
+        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, THIS, ts(0)),
         Decision::InProgress {
             retry_after: Duration::from_millis(1_010_000)
         }
     );
     // far forwards: everything has expired
     assert_eq!(
-        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, ts(u64::MAX)),
+        decide(Some(&r), &FP, RecoveryPolicy::TakeOver, THIS, ts(u64::MAX)),
         Decision::Execute { recovery: false }
     );
     // saturating arithmetic at the end of time
@@ -452,4 +518,95 @@ fn clock_jumps_never_panic_and_follow_absolute_instants() {
         .retention(Some(Duration::MAX));
     let t = transition(None, Operation::Claim(spec), ts(u64::MAX - 1));
     assert!(matches!(t.outcome, Outcome::Execute(ref e) if e.lease_until == ts(u64::MAX)));
+}
+
+/// Only one process holds the store: a claim an earlier opening made and never detached
+/// has lost its holder as soon as the store is reopened, live lease or not. A detached one
+/// keeps its lease.
+#[test]
+fn a_claim_of_an_earlier_opening_has_no_holder_unless_detached() {
+    let earlier = ClaimSpec::new(FP, EARLIER.claim(1)).lease(Duration::from_secs(60));
+    let Change::Put(held) = transition(None, Operation::Claim(earlier), ts(1_000)).change else {
+        panic!("claimed")
+    };
+    let at = ts(2_000);
+    assert!(matches!(
+        decide(Some(&held), &FP, RecoveryPolicy::TakeOver, EARLIER, at),
+        Decision::InProgress { .. }
+    ));
+    assert_eq!(
+        decide(Some(&held), &FP, RecoveryPolicy::TakeOver, THIS, at),
+        Decision::Execute { recovery: true }
+    );
+    assert_eq!(
+        decide(Some(&held), &FP, RecoveryPolicy::Strict, THIS, at),
+        Decision::Abandoned
+    );
+    let retry = ClaimSpec::new(FP, NEW);
+    let Outcome::Execute(e) = transition(Some(held.clone()), Operation::Claim(retry), at).outcome
+    else {
+        panic!("the retry executes")
+    };
+    let recovery = e.recovery.expect("flagged as a recovery");
+    assert_eq!(recovery.previous_claim, EARLIER.claim(1));
+    assert_eq!(
+        recovery.lease_ended_at, at,
+        "found gone now, before its lease ended"
+    );
+    assert_eq!(e.attempt, 2);
+
+    let detach = Operation::Detach {
+        claim: EARLIER.claim(1),
+    };
+    let Change::Put(detached) = transition(Some(held), detach, at).change else {
+        panic!("detached")
+    };
+    assert_eq!(
+        decide(Some(&detached), &FP, RecoveryPolicy::TakeOver, THIS, at),
+        Decision::InProgress {
+            retry_after: Duration::from_secs(59)
+        }
+    );
+    assert_eq!(
+        decide(
+            Some(&detached),
+            &FP,
+            RecoveryPolicy::TakeOver,
+            THIS,
+            ts(61_000)
+        ),
+        Decision::Execute { recovery: true }
+    );
+}
+
+/// Completing late in a long lease, after the retention has run out, stores a record that
+/// lives the retention from the completion (it used to be stored already expired).
+#[test]
+fn a_late_completion_is_never_stored_expired() {
+    let spec = ClaimSpec::new(FP, NEW)
+        .retention(Some(Duration::from_secs(1)))
+        .lease(Duration::from_secs(60));
+    let Change::Put(held) = transition(None, Operation::Claim(spec), ts(0)).change else {
+        panic!("claimed")
+    };
+    let complete = Operation::Complete {
+        claim: NEW,
+        response: b"r".to_vec(),
+    };
+    let t = transition(Some(held), complete, ts(30_000));
+    assert_eq!(
+        t.outcome,
+        Outcome::Completed {
+            completed_at: ts(30_000),
+            expires_at: Some(ts(31_000)),
+        }
+    );
+    let Change::Put(done) = t.change else {
+        panic!("stored")
+    };
+    assert_eq!(
+        decide(Some(&done), &FP, RecoveryPolicy::TakeOver, THIS, ts(30_999)),
+        Decision::Replay
+    );
+    assert!(done.is_expired(ts(31_000)));
 }

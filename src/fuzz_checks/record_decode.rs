@@ -8,16 +8,19 @@ use crate::time::Timestamp;
 
 /// The record codec on arbitrary bytes: decoding never panics; whatever decodes re-encodes
 /// to bytes that decode to the same record, re-encoding is a fixed point no longer than the
-/// input (the encoder writes every integer in its shortest form), and no strict prefix or
-/// extension of a decodable input decodes.
+/// input (the encoder writes every integer in its shortest form; a format-1 in-flight
+/// record gains the one-byte detached flag of format 2), and no strict prefix or extension
+/// of a decodable input decodes.
 pub fn record_decode(data: &[u8]) {
     let Ok(record) = codec::decode(data) else {
         return;
     };
     assert!(record.attempt >= 1, "decoded a record with attempt 0");
     let encoded = codec::encode(&record).expect("a decoded record must re-encode");
+    // Format 1 (still read) lacks the one-byte detached flag format 2 writes.
+    let grown = usize::from(data.first() == Some(&1) && record.in_flight().is_some());
     assert!(
-        encoded.len() <= data.len(),
+        encoded.len() <= data.len() + grown,
         "re-encoding grew the record from {} to {} bytes",
         data.len(),
         encoded.len()
@@ -60,7 +63,7 @@ pub(super) fn seeds() -> Vec<(String, Vec<u8>)> {
             trailing.push(0);
             out.push((format!("{name}_trailing_byte.bin"), trailing));
             let mut future = bytes.clone();
-            future[0] = 2;
+            future[0] = 3;
             out.push((format!("{name}_future_format.bin"), future));
             let mut flipped = bytes.clone();
             flipped[40] ^= 0xff;

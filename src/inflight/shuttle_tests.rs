@@ -146,6 +146,11 @@ impl Engine for ModelEngine {
         EngineStats::default()
     }
 
+    fn flush(&self) -> Result<()> {
+        // Every change is in the one map already.
+        Ok(())
+    }
+
     fn check(&self, _report: &mut crate::maintenance::CheckReport) -> Result<()> {
         Ok(())
     }
@@ -182,7 +187,8 @@ fn model_store(recovery: RecoveryPolicy) -> (Store, std::sync::Arc<ModelEngine>)
             create: false,
         },
     );
-    let store = Store::on_engine(engine.clone(), opener, settings).expect("model store");
+    let store =
+        Store::on_engine(engine.clone(), opener, settings, usize::MAX).expect("model store");
     (store, engine)
 }
 

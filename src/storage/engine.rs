@@ -547,6 +547,11 @@ impl Engine for JournaledEngine {
         }
     }
 
+    fn flush(&self) -> Result<()> {
+        self.check_running()?;
+        self.fold_now(false).map(|_| ())
+    }
+
     fn check(&self, report: &mut CheckReport) -> Result<()> {
         self.check_running()?;
         self.fold_now(false)?;

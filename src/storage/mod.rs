@@ -139,6 +139,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Counters of the engine's own work.
     fn stats(&self) -> EngineStats;
 
+    /// Folds everything acknowledged so far into the database, and returns when it is there.
+    fn flush(&self) -> Result<()>;
+
     /// Folds what is journaled, then checks the records and the expiry index into `report`.
     fn check(&self, report: &mut CheckReport) -> Result<()>;
 

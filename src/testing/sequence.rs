@@ -560,6 +560,7 @@ impl Harness {
             _ => ClaimId::from_u128(0),
         };
         let spec = ClaimSpec::new(fingerprint, id)
+            .opened_by(self.store()?.inner.opening())
             .lease(lease)
             .retention(retention)
             .recovery(RecoveryPolicy::TakeOver);
@@ -611,11 +612,21 @@ impl Harness {
     }
 
     fn reopen(&mut self) -> Result<(), Divergence> {
-        let tickets: Vec<((usize, usize), ClaimTicket)> = self
-            .held
-            .drain(..)
-            .map(|h| (h.slot, h.claim.detach()))
-            .collect();
+        let mut tickets: Vec<((usize, usize), ClaimTicket)> = Vec::new();
+        for Held { slot, claim } in std::mem::take(&mut self.held) {
+            let id = claim.id();
+            let detached = claim.detach();
+            let expected = self.model_apply(slot, Operation::Detach { claim: id });
+            match (detached, expected) {
+                (Ok(ticket), Outcome::Detached) => tickets.push((slot, ticket)),
+                (Err(Error::ClaimLost(got)), Outcome::ClaimLost(want)) if got == want => {}
+                (got, want) => {
+                    return Err(self.diverge(format!(
+                        "detach {slot:?}: the store said {got:?}, the model {want:?}"
+                    )));
+                }
+            }
+        }
         if let Some(store) = self.store.take() {
             store
                 .close()

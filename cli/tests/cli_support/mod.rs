@@ -213,13 +213,11 @@ pub fn fill_store(db: &Path, n: usize) {
         .open(db)
         .expect("open the store");
     for i in 0..n {
-        let record = idemdb::Record::new_completed(
+        let record = idemdb::Record::builder(
             idemdb::Fingerprint::of(b"a command line"),
             idemdb::Timestamp::from_millis(1_000),
-            None,
-            idemdb::Timestamp::from_millis(2_000),
-            b"hello".to_vec(),
-        );
+        )
+        .completed(idemdb::Timestamp::from_millis(2_000), b"hello".to_vec());
         store
             .import("default", &format!("k{i:06}"), record, false)
             .expect("import a record");

@@ -92,13 +92,10 @@ fn write_records(
                             let fp = Fingerprint::from_bytes(r.fp);
                             match method {
                                 PrefillMethod::Import => {
-                                    let record = Record::new_completed(
-                                        fp,
-                                        Timestamp::from_millis(created_ms),
-                                        Some(Timestamp::from_millis(expires_ms)),
-                                        Timestamp::from_millis(created_ms),
-                                        r.response,
-                                    );
+                                    let created = Timestamp::from_millis(created_ms);
+                                    let record = Record::builder(fp, created)
+                                        .expires_at(Some(Timestamp::from_millis(expires_ms)))
+                                        .completed(created, r.response);
                                     if !store.import(SCOPE, &r.key, record, false)? {
                                         bail!(
                                             "idemdb: import of fresh key {} wrote nothing",
