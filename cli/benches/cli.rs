@@ -99,13 +99,9 @@ fn prepare(path: &Path, records: u64) {
     let expires = Some(Timestamp::from_millis(now + 365 * 24 * 3600 * 1000));
     for i in 0..records {
         let key = format!("prefill-{i:08}");
-        let record = Record::new_completed(
-            Fingerprint::of(key.as_bytes()),
-            Timestamp::from_millis(now),
-            expires,
-            Timestamp::from_millis(now),
-            b"exit 0\n".to_vec(),
-        );
+        let record = Record::builder(Fingerprint::of(key.as_bytes()), Timestamp::from_millis(now))
+            .expires_at(expires)
+            .completed(Timestamp::from_millis(now), b"exit 0\n".to_vec());
         store
             .import("default", &key, record, false)
             .expect("prefill");
