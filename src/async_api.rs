@@ -37,7 +37,8 @@ use crate::fingerprint::Fingerprint;
 use crate::inflight::{SlotGuard, deadline_after};
 use crate::run::{RunError, RunOutcome};
 use crate::storage::Applying;
-use crate::store::{Store, deleted, slot_to_claim_with};
+use crate::store::{Store, begin_label, deleted, slot_to_claim_with};
+use crate::telemetry::Timer;
 
 impl Store {
     /// [`begin`](Self::begin) for async callers: awaits the claim's commit and any wait for
@@ -59,6 +60,21 @@ impl Store {
     /// up to the `wait` bound. End a claim, or begin with
     /// [`no_wait`](BeginOptions::no_wait), before beginning its key again.
     pub async fn begin_with_async(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        options: &BeginOptions,
+    ) -> Result<Begin> {
+        let timer = Timer::start();
+        let begin = self
+            .begin_async_untimed(scope, key, fingerprint, options)
+            .await;
+        timer.begin(begin_label(&begin));
+        begin
+    }
+
+    async fn begin_async_untimed(
         &self,
         scope: &str,
         key: &str,

@@ -10,6 +10,7 @@ use crate::fingerprint::Fingerprint;
 use crate::inflight::SlotGuard;
 use crate::record::ClaimId;
 use crate::store::{Store, display_key};
+use crate::telemetry::Timer;
 use crate::time::Timestamp;
 
 /// The right, held by exactly one caller, to execute a key's request.
@@ -192,20 +193,28 @@ impl Claim {
 
     fn apply(&self, op: Operation) -> Result<Outcome> {
         self.store.inner.check_open()?;
-        self.store
+        let (timer, label) = (Timer::start(), op_label(&op));
+        let outcome = self
+            .store
             .inner
             .engine
-            .apply_one(self.storage_key.clone(), op)
+            .apply_one(self.storage_key.clone(), op);
+        timer.claim_end(label, ended_well(&outcome));
+        outcome
     }
 
     /// [`apply`](Self::apply) for an async caller: awaits the writer.
     async fn submit(&self, op: Operation) -> Result<Outcome> {
         self.store.inner.check_open()?;
-        self.store
+        let (timer, label) = (Timer::start(), op_label(&op));
+        let outcome = self
+            .store
             .inner
             .engine
             .submit_one(self.storage_key.clone(), op)
-            .await
+            .await;
+        timer.claim_end(label, ended_well(&outcome));
+        outcome
     }
 
     /// Stores `response` as the request's outcome; every later `begin` with this key and
@@ -484,6 +493,28 @@ impl Claim {
             tracing::warn!(%error, claim = %self.execution.claim, "abandoning a claim without an outcome failed");
         }
     }
+}
+
+/// The metrics label of a claim's operation.
+fn op_label(op: &Operation) -> &'static str {
+    match op {
+        Operation::Complete { .. } => "complete",
+        Operation::Release { .. } => "release",
+        Operation::Abandon { .. } => "abandon",
+        Operation::ExtendLease { .. } => "extend_lease",
+        _ => "other",
+    }
+}
+
+/// Whether a claim's operation did what it was asked (not lost, not failed).
+fn ended_well(outcome: &Result<Outcome>) -> bool {
+    matches!(
+        outcome,
+        Ok(Outcome::Completed { .. }
+            | Outcome::Released
+            | Outcome::AbandonRecorded
+            | Outcome::LeaseExtended { .. })
+    )
 }
 
 impl Drop for Claim {

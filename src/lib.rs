@@ -90,6 +90,9 @@
 //!   settings the same way. Not needed in production.
 //! - `http`: `idemdb::http`, a tower layer that speaks `Idempotency-Key` for axum, hyper and
 //!   any tower service (adds tower, http, tokio and serde_json).
+//! - `metrics`: counters, gauges and latency histograms through the `metrics` facade
+//!   (`idemdb_begin_duration_seconds`, `idemdb_claim_end_duration_seconds`,
+//!   `idemdb_executes_total`, ...), to whatever recorder the application installs.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -119,6 +122,7 @@ mod storage;
 mod store;
 mod sweeper;
 mod sync;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;

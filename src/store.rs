@@ -22,6 +22,7 @@ use crate::scan::Scan;
 use crate::stats::{Counters, StateCounts, Stats};
 use crate::storage::{CommitSettings, Engine, JournaledEngine, KeyedOp, Opener};
 use crate::sweeper::{self, Sweeper};
+use crate::telemetry::{self, Timer};
 use crate::time::Timestamp;
 
 /// An open idempotency store. Cheap to clone (clones share one store) and `Send + Sync`.
@@ -182,6 +183,19 @@ impl Store {
 
     /// [`begin`](Self::begin) with per-request options.
     pub fn begin_with(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        options: &BeginOptions,
+    ) -> Result<Begin> {
+        let timer = Timer::start();
+        let begin = self.begin_untimed(scope, key, fingerprint, options);
+        timer.begin(begin_label(&begin));
+        begin
+    }
+
+    fn begin_untimed(
         &self,
         scope: &str,
         key: &str,
@@ -556,7 +570,9 @@ impl Store {
     /// Counters since the store was opened.
     pub fn stats(&self) -> Stats {
         let inner = &self.inner;
-        Stats::collect(&inner.counters, inner.engine.stats(), inner.inflight.len())
+        let stats = Stats::collect(&inner.counters, inner.engine.stats(), inner.inflight.len());
+        telemetry::publish(&stats, Some(stats.in_flight_here));
+        stats
     }
 
     /// Stops the sweeper, finishes every acknowledged operation, makes everything durable
@@ -572,6 +588,18 @@ impl Store {
 
     pub(crate) fn max_response_size(&self) -> usize {
         self.inner.settings.max_response_size
+    }
+}
+
+/// How a `begin` ended, as the metrics label it.
+pub(crate) fn begin_label(begin: &Result<Begin>) -> &'static str {
+    match begin {
+        Ok(Begin::Execute(_)) => "execute",
+        Ok(Begin::Replay(_)) => "replay",
+        Ok(Begin::Conflict(_)) => "conflict",
+        Ok(Begin::InProgress(_)) => "in_progress",
+        Ok(Begin::Abandoned(_)) => "abandoned",
+        Err(_) => "error",
     }
 }
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
 
 use crate::error::Result;
-use crate::stats::Counters;
+use crate::stats::{Counters, Stats};
 use crate::storage::{Engine, SweepPass};
+use crate::telemetry;
 use crate::time::{Clock, Timestamp};
 
 /// The sweeper thread; stopping it (or dropping it) ends the thread.
@@ -63,6 +64,9 @@ impl Sweeper {
                             }
                         }
                     }
+                    // The sweeper's interval is the store's heartbeat for its metrics.
+                    let stats = Stats::collect(&counters, engine.stats(), 0);
+                    telemetry::publish(&stats, None);
                 }
             })?;
         Ok(Sweeper { stop, handle })
