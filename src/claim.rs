@@ -502,6 +502,7 @@ fn op_label(op: &Operation) -> &'static str {
         Operation::Release { .. } => "release",
         Operation::Abandon { .. } => "abandon",
         Operation::ExtendLease { .. } => "extend_lease",
+        Operation::Detach { .. } => "detach",
         _ => "other",
     }
 }
@@ -513,6 +514,7 @@ fn ended_well(outcome: &Result<Outcome>) -> bool {
         Ok(Outcome::Completed { .. }
             | Outcome::Released
             | Outcome::AbandonRecorded
+            | Outcome::Detached
             | Outcome::LeaseExtended { .. })
     )
 }

@@ -5,7 +5,7 @@
 //! - Latencies, as they happen: `idemdb_begin_duration_seconds` (label `outcome`:
 //!   `execute`, `replay`, `conflict`, `in_progress`, `abandoned`, `error`) and
 //!   `idemdb_claim_end_duration_seconds` (labels `op`: `complete`, `release`, `abandon`,
-//!   `extend_lease`; `result`: `ok`, `error`).
+//!   `extend_lease`, `detach`; `result`: `ok`, `error`).
 //! - The [`Stats`] counters as `idemdb_<name>_total` counters, and what the store holds now
 //!   (`unfolded_records`, `journal_bytes_used`, `generations`, `in_flight_here`) as
 //!   `idemdb_<name>` gauges: published by every `Store::stats` call and after every pass
