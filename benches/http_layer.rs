@@ -59,6 +59,9 @@ fn main() -> Result<(), BoxError> {
             run,
         )?;
         print_row("engine W2 (blocking, threads)", clients, engine, engine);
+        let path = dir.path().join(format!("w2a-{clients}.idemdb"));
+        let tasks = engine_w2_async(&path, clients, run)?;
+        print_row("engine W2 (async, tasks)", clients, tasks, engine);
         for (what, kind) in [
             ("layer, fresh keys", Server::Layer),
             ("same route, no layer", Server::NoLayer),
@@ -109,6 +112,50 @@ fn engine_w2(path: &Path, clients: usize, run: Duration) -> Result<f64, BoxError
     for worker in workers {
         worker.join().map_err(|_| "a W2 thread panicked")??;
     }
+    store.close()?;
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+}
+
+/// W2 through the async API: `clients` tasks on a 2-worker runtime.
+fn engine_w2_async(path: &Path, clients: usize, run: Duration) -> Result<f64, BoxError> {
+    let store = Store::builder().sweep_interval(None).open(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let (store, stop, done) = (store.clone(), Arc::clone(&stop), Arc::clone(&done));
+            runtime.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w2a-{t}-{n}");
+                    n += 1;
+                    let fp = Fingerprint::of(key.as_bytes());
+                    if let Begin::Execute(claim) = store.begin_async("bench", &key, fp).await? {
+                        claim
+                            .complete_async(b"{\"id\":\"n\"}")
+                            .await
+                            .map_err(|e| e.error)?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok::<(), idemdb::Error>(())
+            })
+        })
+        .collect();
+    std::thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    runtime.block_on(async {
+        for task in tasks {
+            task.await.map_err(|e| e.to_string())??;
+        }
+        Ok::<(), BoxError>(())
+    })?;
     store.close()?;
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }

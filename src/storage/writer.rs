@@ -125,6 +125,10 @@ struct Pending {
 const SWEEP_FRAME: usize = 4096;
 /// A deferred claim is made durable by the next sync, or after this long without one.
 const DEFERRED_SYNC_DELAY: Duration = Duration::from_millis(2);
+
+/// The longest the writer waits for the callers of its last batch to come back (see
+/// `Writer::linger`): below one sync on the disks measured (about 100 µs to 3 ms).
+const LINGER: Duration = Duration::from_micros(200);
 /// How long a full journal may hold up a batch before it fails.
 const JOURNAL_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,6 +153,8 @@ struct Writer<'a> {
     poison: &'a Poison,
     /// Frames written without a sync (deferred claims, or non-durable stores).
     unsynced: bool,
+    /// Operations in the last batch committed: their callers are likely to come back.
+    last_batch_ops: usize,
 }
 
 impl<'a> Writer<'a> {
@@ -160,6 +166,7 @@ impl<'a> Writer<'a> {
             commits: &parts.commits,
             poison: &parts.poison,
             unsynced: false,
+            last_batch_ops: 0,
         }
     }
 
@@ -190,12 +197,16 @@ impl<'a> Writer<'a> {
             // Collect the batch only once no other commit runs: what queued meanwhile joins.
             let commits = self.commits.lock.lock();
             let mut first = Some(first);
-            let (batch, other) = self.gather(|| {
+            let (mut batch, mut other) = self.gather(|| {
                 first
                     .take()
                     .or_else(|| carried.pop_front())
                     .or_else(|| queue.try_recv().ok())
             });
+            if other.is_none() && self.commits.settings.durable {
+                self.linger(&mut batch, &mut other, queue);
+            }
+            self.last_batch_ops = batch.iter().map(|p| p.ops.len()).sum();
             if !batch.is_empty() {
                 self.commit(batch);
             }
@@ -257,6 +268,33 @@ impl<'a> Writer<'a> {
             }
         }
         (batch, None)
+    }
+
+    /// Waits briefly for more operations when far fewer are queued than the last batch
+    /// carried: its callers were answered a moment ago and are about to come back, and one
+    /// sync for all of them costs less than one each. Callers woken on an async runtime
+    /// come back one by one as its few threads poll them; without this wait the first of
+    /// them would start a sync of its own, and the batches stay small (measured with
+    /// `benches/http_layer.rs`: README, "Benchmarks").
+    fn linger(&self, batch: &mut Vec<Pending>, other: &mut Option<Job>, queue: &Receiver<Job>) {
+        let want = self.last_batch_ops / 2;
+        let mut ops: usize = batch.iter().map(|p| p.ops.len()).sum();
+        let mut bytes: usize = batch.iter().map(|p| batch_bytes(&p.ops)).sum();
+        let until = Instant::now() + LINGER;
+        while ops < want && ops < self.max_batch() && bytes < self.byte_budget() {
+            match queue.recv_deadline(until) {
+                Ok(Job::Apply { ops: o, reply }) => {
+                    ops += o.len();
+                    bytes += batch_bytes(&o);
+                    batch.push(Pending { ops: o, reply });
+                }
+                Ok(job) => {
+                    *other = Some(job);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Commits the operations queued now (one batch), for a sweep between its frames. Stops
