@@ -133,7 +133,7 @@ pub(crate) struct Filters {
 impl Filters {
     /// Loads the filters of the generations in `db`: a sealed one's from its row, the
     /// current one's (and any that does not decode) by reading its keys.
-    pub(crate) fn load(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+    pub(crate) fn load(db: &impl ReadableDatabase, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
         Filters::load_from(&read, generation_keys)
     }
