@@ -62,16 +62,25 @@ fn a_read_only_store_reads_everything_and_writes_nothing() {
     let done = store.get("s", "done").expect("get").expect("present");
     assert!(matches!(done.state(), RecordState::Completed(_)));
     assert!(matches!(
-        store.get("s", "running").expect("get").expect("present").state(),
+        store
+            .get("s", "running")
+            .expect("get")
+            .expect("present")
+            .state(),
         RecordState::InFlight(_)
     ));
     assert!(store.get("s", "gone").expect("get").is_none());
-    match store.begin("s", "done", fp("a")).expect("a replay needs no write") {
+    match store
+        .begin("s", "done", fp("a"))
+        .expect("a replay needs no write")
+    {
         Begin::Replay(replay) => assert_eq!(replay.response, b"result"),
         other => panic!("expected a replay, got {other:?}"),
     }
     assert!(matches!(
-        store.begin("s", "done", fp("other")).expect("a conflict needs no write"),
+        store
+            .begin("s", "done", fp("other"))
+            .expect("a conflict needs no write"),
         Begin::Conflict(_)
     ));
     assert_eq!(store.scan(None).expect("scan").count(), 2);

@@ -16,7 +16,7 @@ use crate::run::text;
 pub fn get(global: &Global, args: KeyArgs) -> Result<u8, CliError> {
     let scope = text(args.scope, "scope")?;
     let key = text(args.key, "key")?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let found = store.get(&scope, &key);
     let now = store.now();
     store.close()?;
@@ -262,7 +262,7 @@ fn wanted(row: &Row, filters: &[StateFilter]) -> bool {
 /// `idemdb ls`.
 pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let listed = list(&store, scope.as_deref(), &args);
     let now = store.now();
     store.close()?;
@@ -375,7 +375,7 @@ struct Counts {
 /// `idemdb stats`.
 pub fn stats(global: &Global) -> Result<u8, CliError> {
     let (path, _) = store_path(global)?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let counted = count(&store);
     let now = store.now();
     let journal = store.files().map(|files| files.journal);

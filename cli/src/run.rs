@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::args::{Global, OnAbandoned, OnFailure, RunArgs, Ttl};
 use crate::capture;
 use crate::exit::CliError;
-use crate::open::{Access, Backoff, open_store, sleep_unless_interrupted};
+use crate::open::{Access, Backoff, open_store, open_store_patiently, sleep_unless_interrupted};
 use crate::output::{self, Reporter};
 use crate::owner::{self, Liveness, Owner};
 use crate::response::{self, RunResult};
@@ -123,12 +123,35 @@ fn wait_for_claim(
         if let Some(signal) = interrupts.received() {
             return Err(CliError::Interrupted(signal));
         }
-        let store = open_store(global, Access::Create, Some(interrupts))?;
-        let step = claim_step(&store, scope, key, fingerprint, options, reporter);
-        // Closed before anything else happens: COMMAND never runs while the file is held.
-        let closed = store.close();
-        let step = step?;
-        closed?;
+        // A look without writing first: a replay, a conflict or a key held by a live run
+        // needs nothing more, and works on a store this process cannot write.
+        let step = match look(
+            global,
+            Access::Read,
+            scope,
+            key,
+            fingerprint,
+            options,
+            interrupts,
+            reporter,
+        )? {
+            Some(step) => step,
+            None => look(
+                global,
+                Access::Create,
+                scope,
+                key,
+                fingerprint,
+                options,
+                interrupts,
+                reporter,
+            )?
+            .ok_or_else(|| {
+                CliError::from(idemdb::Error::Internal {
+                    detail: "a writable store answered as a read-only one".to_owned(),
+                })
+            })?,
+        };
         match step {
             Step::Execute {
                 ticket,
@@ -204,15 +227,56 @@ fn wait_for_claim(
     }
 }
 
-/// One look at the key, with the store open.
+/// Opens the store as `access` says, takes one look at the key, and closes the store
+/// before anything else happens: COMMAND never runs while the file is held. `None`: the
+/// look needs a store that can be written (read-only, the key is new or its holder gone;
+/// or there is no store yet).
+#[allow(clippy::too_many_arguments)]
+fn look(
+    global: &Global,
+    access: Access,
+    scope: &str,
+    key: &str,
+    fingerprint: Fingerprint,
+    options: &BeginOptions,
+    interrupts: &Interrupts,
+    reporter: &Reporter,
+) -> Result<Option<Step>, CliError> {
+    let store = match open_store(global, access, Some(interrupts)) {
+        Ok(store) => store,
+        Err(CliError::NotFound(_)) if access == Access::Read => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let read_only = access == Access::Read;
+    let step = claim_step(
+        &store,
+        read_only,
+        scope,
+        key,
+        fingerprint,
+        options,
+        reporter,
+    );
+    let closed = store.close();
+    let step = match step {
+        Err(CliError::Store(idemdb::Error::ReadOnly { .. })) => Ok(None),
+        step => step,
+    }?;
+    closed?;
+    Ok(step)
+}
+
+/// One look at the key, with the store open; `None` if the store is read-only and the
+/// look must write.
 fn claim_step(
     store: &Store,
+    read_only: bool,
     scope: &str,
     key: &str,
     fingerprint: Fingerprint,
     options: &BeginOptions,
     reporter: &Reporter,
-) -> Result<Step, CliError> {
+) -> Result<Option<Step>, CliError> {
     // A claim of this command line whose owner runs on this host is waited for, whatever
     // its lease says (COMMAND may simply run long); one whose owner is gone is declared
     // abandoned at once, and the recovery policy decides below.
@@ -223,11 +287,13 @@ fn claim_step(
     {
         match owner::liveness(flight.owner()) {
             Liveness::Alive => {
-                return Ok(Step::Busy {
+                return Ok(Some(Step::Busy {
                     holder: owner::describe(flight.owner()),
                     retry_after: None,
-                });
+                }));
             }
+            // Declaring it abandoned writes: the writing look says so.
+            Liveness::Dead(_) if read_only => return Ok(None),
             Liveness::Dead(reason) => {
                 reporter.note(
                     "owner_gone",
@@ -242,42 +308,45 @@ fn claim_step(
             Liveness::Unknown => {}
         }
     }
-    Ok(match store.begin_with(scope, key, fingerprint, options)? {
-        Begin::Execute(claim) => {
-            let attempt = claim.attempt();
-            let previous = claim.recovery().map(|r| r.previous_owner.clone());
-            Step::Execute {
-                ticket: claim.detach(),
-                attempt,
-                previous,
-            }
-        }
-        Begin::Replay(replay) => Step::Replay(replay),
-        Begin::Conflict(conflict) => Step::Conflict(conflict),
-        Begin::Abandoned(abandoned) => Step::Abandoned(abandoned),
-        Begin::InProgress(progress) => {
-            let holder = owner::describe(progress.owner.as_deref());
-            match owner::liveness(progress.owner.as_deref()) {
-                // Claimed between the look above and this begin, by a run that died since.
-                Liveness::Dead(_) => {
-                    store.abandon(scope, key, progress.claim)?;
-                    Step::Busy {
-                        holder,
-                        retry_after: Some(Duration::ZERO),
-                    }
+    Ok(Some(
+        match store.begin_with(scope, key, fingerprint, options)? {
+            Begin::Execute(claim) => {
+                let attempt = claim.attempt();
+                let previous = claim.recovery().map(|r| r.previous_owner.clone());
+                Step::Execute {
+                    ticket: claim.detach(),
+                    attempt,
+                    previous,
                 }
-                Liveness::Alive => Step::Busy {
-                    holder,
-                    retry_after: None,
-                },
-                // Another host: its lease is all there is to go by.
-                Liveness::Unknown => Step::Busy {
-                    holder,
-                    retry_after: Some(progress.retry_after),
-                },
             }
-        }
-    })
+            Begin::Replay(replay) => Step::Replay(replay),
+            Begin::Conflict(conflict) => Step::Conflict(conflict),
+            Begin::Abandoned(abandoned) => Step::Abandoned(abandoned),
+            Begin::InProgress(progress) => {
+                let holder = owner::describe(progress.owner.as_deref());
+                match owner::liveness(progress.owner.as_deref()) {
+                    Liveness::Dead(_) if read_only => return Ok(None),
+                    // Claimed between the look above and this begin, by a run that died since.
+                    Liveness::Dead(_) => {
+                        store.abandon(scope, key, progress.claim)?;
+                        Step::Busy {
+                            holder,
+                            retry_after: Some(Duration::ZERO),
+                        }
+                    }
+                    Liveness::Alive => Step::Busy {
+                        holder,
+                        retry_after: None,
+                    },
+                    // Another host: its lease is all there is to go by.
+                    Liveness::Unknown => Step::Busy {
+                        holder,
+                        retry_after: Some(progress.retry_after),
+                    },
+                }
+            }
+        },
+    ))
 }
 
 /// Runs COMMAND under the claim, then records, releases or abandons the claim.
@@ -290,7 +359,7 @@ fn execute(
 ) -> Result<u8, CliError> {
     if let Some(signal) = interrupts.received() {
         // COMMAND has not started: the key may be freed.
-        if let Err(e) = finish(global, &ticket, Finish::Release) {
+        if let Err(e) = finish(global, &ticket, Finish::Release, interrupts, reporter) {
             reporter.warn(
                 "not_released",
                 &format!("could not free key {:?}: {e}", ticket.key),
@@ -303,7 +372,7 @@ fn execute(
         Ok(ran) => ran,
         Err(source) => {
             // Nothing ran: free the key so a corrected setup can run it.
-            if let Err(e) = finish(global, &ticket, Finish::Release) {
+            if let Err(e) = finish(global, &ticket, Finish::Release, interrupts, reporter) {
                 reporter.warn(
                     "not_released",
                     &format!("could not free key {:?}: {e}", ticket.key),
@@ -339,7 +408,7 @@ fn execute(
     if let Some(signal) = interrupts.forwarded() {
         // COMMAND was interrupted: whether it did its work is unknown. The key is never
         // freed; abandoned, the next run follows --on-abandoned.
-        let outcome = match finish(global, &ticket, Finish::Abandon) {
+        let outcome = match finish(global, &ticket, Finish::Abandon, interrupts, reporter) {
             Ok(()) => "left abandoned".to_owned(),
             Err(e) => {
                 format!("left in flight ({e}); it counts as abandoned once this process has exited")
@@ -358,9 +427,11 @@ fn execute(
     }
 
     if !result.status.success() && args.on_failure == OnFailure::Release {
-        finish(global, &ticket, Finish::Release).map_err(|e| CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
+        finish(global, &ticket, Finish::Release, interrupts, reporter).map_err(|e| {
+            CliError::NotRecorded {
+                status: result.status.to_string(),
+                source: Box::new(e),
+            }
         })?;
         reporter.note(
             "released",
@@ -373,12 +444,33 @@ fn execute(
         return Ok(code);
     }
 
-    finish(global, &ticket, Finish::Complete(result.encode())).map_err(|e| {
-        CliError::NotRecorded {
-            status: result.status.to_string(),
-            source: Box::new(e),
+    match finish(
+        global,
+        &ticket,
+        Finish::Complete(result.encode()),
+        interrupts,
+        reporter,
+    ) {
+        Ok(()) => {}
+        Err(CliError::Interrupted(signal)) => {
+            reporter.warn(
+                "interrupted",
+                &format!(
+                    "interrupted by {} while waiting for the store to record COMMAND's result ({}); key {key:?} left in flight: it counts as abandoned once this process has exited, and the next run follows --on-abandoned",
+                    signals::name(signal),
+                    result.status
+                ),
+                json!({ "scope": ticket.scope, "key": key, "signal": signal }),
+            );
+            return Err(CliError::Interrupted(signal));
         }
-    })?;
+        Err(e) => {
+            return Err(CliError::NotRecorded {
+                status: result.status.to_string(),
+                source: Box::new(e),
+            });
+        }
+    }
     if reporter.json {
         reporter.note(
             "recorded",
@@ -396,10 +488,36 @@ enum Finish {
     Abandon,
 }
 
-/// Opens the store, takes the claim back, ends it, and closes the store. Signals do not
-/// interrupt this: the claim's end must be written.
-fn finish(global: &Global, ticket: &ClaimTicket, how: Finish) -> Result<(), CliError> {
-    let store = open_store(global, Access::Create, None)?;
+/// Opens the store, takes the claim back, ends it, and closes the store. The open waits
+/// for the lock as long as another process holds the store, saying so every few seconds:
+/// once COMMAND has run, giving up would lose its result. Only a signal ends the wait
+/// ([`CliError::Interrupted`]; the key stays in flight, and counts as abandoned once this
+/// process has exited). A failure to close after the claim ended is a warning: what was
+/// written is in the journal, and the next open recovers it.
+fn finish(
+    global: &Global,
+    ticket: &ClaimTicket,
+    how: Finish,
+    interrupts: &Interrupts,
+    reporter: &Reporter,
+) -> Result<(), CliError> {
+    let key = &ticket.key;
+    let (doing, done) = match how {
+        Finish::Complete(_) => ("record COMMAND's result for", "the result is recorded"),
+        Finish::Release => ("free", "the key is free"),
+        Finish::Abandon => ("leave abandoned", "the key is left abandoned"),
+    };
+    let say = |waited: Duration| {
+        reporter.warn(
+            "waiting_for_lock",
+            &format!(
+                "waiting to {doing} key {key:?}: another process has held the store for {}; waiting as long as it takes (a signal stops the wait, leaving the key abandoned)",
+                output::span(waited)
+            ),
+            json!({ "scope": ticket.scope, "key": key, "waited_ms": waited.as_millis() as u64 }),
+        );
+    };
+    let store = open_store_patiently(global, Access::Create, Some(interrupts), &say)?;
     let ended = (|| -> Result<(), CliError> {
         let claim = store.resume(ticket)?;
         match how {
@@ -416,7 +534,16 @@ fn finish(global: &Global, ticket: &ClaimTicket, how: Finish) -> Result<(), CliE
     })();
     let closed = store.close();
     ended?;
-    closed.map_err(CliError::from)
+    if let Err(e) = closed {
+        reporter.warn(
+            "close_failed",
+            &format!(
+                "key {key:?}: {done}, but closing the store failed: {e}; the journal holds what was written, and the next open recovers it"
+            ),
+            json!({ "scope": ticket.scope, "key": key, "error": e.to_string() }),
+        );
+    }
+    Ok(())
 }
 
 /// Writes a recorded result as COMMAND wrote it, and returns its exit status.

@@ -37,7 +37,7 @@ fn progress_bar(total: Option<u64>, unit: &str) -> ProgressBar {
 /// `idemdb export`.
 pub fn export(global: &Global, args: ExportArgs) -> Result<u8, CliError> {
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let written = write_export(&store, scope.as_deref(), &args);
     store.close()?;
     let (records, unreadable) = written?;

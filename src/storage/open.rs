@@ -11,8 +11,8 @@ use redb::{DatabaseError, StorageBackend, StorageError};
 use crate::error::{Error, Result};
 use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
-use crate::storage::{store_file, tables};
 use crate::storage::unsynced::UnsyncedWrites;
+use crate::storage::{store_file, tables};
 
 /// The page cache of the read-only look at a file's format: it reads a few pages.
 const PROBE_CACHE: usize = 1 << 20;
@@ -220,7 +220,8 @@ impl Opener {
 
 fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {
     let len = backend.len().map_err(Error::from_io)?;
-    store_file::creation_unfinished(len, &mut |offset, out| backend.read(offset, out)).map_err(Error::from_io)
+    store_file::creation_unfinished(len, &mut |offset, out| backend.read(offset, out))
+        .map_err(Error::from_io)
 }
 
 fn map_open_error(err: DatabaseError, path: &Path) -> Error {
