@@ -138,6 +138,16 @@ impl Filters {
         Filters::load_from(&read, generation_keys)
     }
 
+    /// No filter at all: every generation is searched for every key. For a read-only
+    /// store, whose few lookups do not repay reading the current generation's keys to build
+    /// its filter.
+    pub(crate) fn none() -> Filters {
+        Filters {
+            map: RwLock::new(HashMap::new()),
+            generation_keys: 1,
+        }
+    }
+
     /// [`load`](Self::load), from the state of one read transaction.
     pub(crate) fn load_from(read: &ReadTransaction, generation_keys: usize) -> Result<Filters> {
         let rows = listed(read, true)?;

@@ -19,7 +19,7 @@ use crate::decision::{self, Change, Operation, Outcome};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::storage::check::{self, CheckReport};
-use crate::storage::generations::{DEFAULT_GENERATION_KEYS, Filters, RecordsView};
+use crate::storage::generations::{Filters, RecordsView};
 use crate::storage::journal::Journal;
 use crate::storage::journal::file::journal_path;
 use crate::storage::open::Opener;
@@ -48,15 +48,16 @@ impl ReadOnlyEngine {
     /// last fold.
     pub(crate) fn open(opener: &Opener, clock: Arc<dyn Clock>) -> Result<ReadOnlyEngine> {
         let db = opener.open_read_only_database()?;
-        let filters = Filters::load(&db, DEFAULT_GENERATION_KEYS)?;
+        // Without filters: building the current generation's reads all its keys, which a
+        // short-lived reader's few lookups never repay.
         let view = check::guarded(|| {
             let read = db.begin_read().map_err(Error::from_redb)?;
-            RecordsView::open(&read, &filters)
+            RecordsView::open(&read, &Filters::none())
         })?;
         let unfolded = read_unfolded(opener, &db)?;
         Ok(ReadOnlyEngine {
             path: opener.path().to_owned(),
-            generations: filters.count(),
+            generations: view.tables().count(),
             db: Mutex::new(Some(db)),
             view,
             unfolded,
