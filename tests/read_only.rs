@@ -164,3 +164,52 @@ fn refused_opens_write_nothing() {
         );
     }
 }
+
+/// A store whose last holder did not fold what it journaled (here: a copy of its files
+/// taken while it was open, whose database redb itself has since repaired): a read-only
+/// open reads the journal's unfolded records into memory, and writes nothing.
+#[test]
+fn a_read_only_open_reads_what_the_journal_holds_beyond_the_last_fold() {
+    let dir = tempfile::tempdir().expect("dir");
+    let live = dir.path().join("live.idemdb");
+    let store = Store::builder()
+        .sweep_interval(None)
+        .fold_interval(std::time::Duration::from_secs(3600))
+        .open(&live)
+        .expect("open");
+    for i in 0..20 {
+        let Begin::Execute(claim) = store.begin("s", &format!("k{i}"), fp("a")).expect("begin")
+        else {
+            panic!("new key")
+        };
+        claim
+            .complete(format!("r{i}").as_bytes())
+            .expect("complete");
+    }
+    let copy_dir = tempfile::tempdir().expect("dir");
+    let copy = copy_dir.path().join("copy.idemdb");
+    let files = store.files().expect("files");
+    std::fs::copy(&files.database, &copy).expect("copy database");
+    let mut copy_journal = copy.as_os_str().to_owned();
+    copy_journal.push("-journal");
+    std::fs::copy(&files.journal, &copy_journal).expect("copy journal");
+    store.close().expect("close");
+    // redb repairs its own file; idemdb's checkpoint still says the journal is not folded.
+    redb::Database::open(&copy)
+        .expect("redb repairs the copy")
+        .close()
+        .expect("close");
+
+    let before = snapshot(copy_dir.path());
+    let reader = read_only(&copy).expect("read-only open");
+    for i in 0..20 {
+        let record = reader
+            .get("s", &format!("k{i}"))
+            .expect("get")
+            .unwrap_or_else(|| panic!("k{i} is read from the journal"));
+        assert_eq!(record.response(), Some(format!("r{i}").as_bytes()));
+    }
+    assert_eq!(reader.scan(None).expect("scan").count(), 20);
+    reader.close().expect("close");
+    assert!(snapshot(copy_dir.path()) == before, "the files changed");
+}

@@ -418,3 +418,25 @@ fn a_hundred_runs_at_once_never_give_up_on_the_lock() {
     eprintln!("100 runs took {:?}", started.elapsed());
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A store its holder left without closing (killed): redb must repair it before anything
+/// reads it, so the first reading command opens it writable once; from then on reading
+/// writes nothing again.
+#[test]
+fn after_a_crash_the_first_reader_repairs_the_store_and_later_readers_write_nothing() {
+    let env = Env::new();
+    recorded_store(&env);
+    let mut import = env
+        .std_cmd()
+        .args(["import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the import");
+    wait_until("the import to hold the store", || store_held(&env));
+    import.kill().expect("kill the import");
+    let _ = import.wait();
+    env.cmd().args(["get", "done"]).assert().success();
+    every_reading_command_reads_without_writing(&env, env.dir.path(), &[]);
+}
