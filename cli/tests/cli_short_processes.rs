@@ -440,3 +440,82 @@ fn after_a_crash_the_first_reader_repairs_the_store_and_later_readers_write_noth
     env.cmd().args(["get", "done"]).assert().success();
     every_reading_command_reads_without_writing(&env, env.dir.path(), &[]);
 }
+
+/// Only a signal ends the wait to record: the run exits 128+N, and the key is left
+/// abandoned (the next run with the default `--on-abandoned fail` exits 72).
+#[test]
+fn a_signal_ends_the_wait_to_record_and_leaves_the_key_abandoned() {
+    let env = Env::new();
+    recorded_store(&env);
+    let mut run = spawn_gated_run(&env, "k");
+    wait_until("COMMAND to start", || env.path("started").exists());
+    let mut import = env
+        .std_cmd()
+        .args(["import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the import");
+    wait_until("the import to hold the store", || store_held(&env));
+    env.touch("go");
+    // The run says it is waiting (every 5 s) before it is stopped.
+    let mut lines = StderrLines::follow(run.stderr.take().expect("stderr"));
+    lines.wait_for("waiting to record");
+    let killed = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(wait_exit(&mut run), 128 + 15);
+    drop(import.stdin.take());
+    let _ = wait_exit(&mut import);
+    env.cmd()
+        .args(["run", "--lock-wait", "100ms", "--key", "k", "--"])
+        .args([
+            "sh",
+            "-c",
+            "touch started; i=0; while [ ! -e go ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; exit 3",
+        ])
+        .assert()
+        .code(ABANDONED);
+}
+
+/// A read-only mount: a tmpfs remounted read-only after the store was written. Skipped,
+/// saying why, where a tmpfs cannot be mounted.
+#[test]
+fn reading_commands_work_on_a_read_only_mount() {
+    let outer = Env::new();
+    let mount = outer.path("ro");
+    let tmpfs = match Tmpfs::mount(&mount, "128m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let env = Env {
+        dir: tempfile::tempdir_in(&mount).expect("dir on the tmpfs"),
+        db: PathBuf::new(),
+    };
+    let env = Env {
+        db: env.dir.path().join("test.idemdb"),
+        ..env
+    };
+    recorded_store(&env);
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount)
+        .status()
+        .expect("mount");
+    assert!(remounted.success(), "remounting read-only");
+    env.cmd()
+        .args(["run", "--key", "new", "--", "true"])
+        .assert()
+        .failure();
+    every_reading_command_reads_without_writing(&env, env.dir.path(), &[]);
+    // The temporary directory cannot be removed from a read-only mount: unmounting is the
+    // clean-up.
+    std::mem::forget(env);
+    drop(tmpfs);
+}
