@@ -180,7 +180,8 @@ fn open_error(e: idemdb::Error) -> CliError {
 }
 
 /// Runs an offline maintenance step on the store file (which needs the file to itself),
-/// retrying like [`open_store`] while another process holds it.
+/// retrying with back-off while another process holds it, for up to `global.lock_wait`
+/// (the step opens the file itself, so it cannot wait on the lock as [`open_store`] does).
 pub fn with_file<T>(
     global: &Global,
     step: impl Fn(&Path) -> idemdb::Result<T>,
