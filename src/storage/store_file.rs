@@ -228,11 +228,8 @@ fn build_empty_store(temp: &Path, path: &Path, cache_size: usize) -> Result<()> 
         .write(true)
         .create_new(true)
         .open(temp)
-        .map_err(|e| match e.kind() {
-            // The directory is what is missing or unwritable: name the store's path.
-            std::io::ErrorKind::NotFound => io_at(path, e),
-            _ => io_at(temp, e),
-        })?;
+        // The directory is what is missing or unwritable: the store's path names it.
+        .map_err(|e| io_at(path, e))?;
     let backend = FileBackend::new(file).map_err(Error::from_redb)?;
     let db = redb::Builder::new()
         .set_cache_size(cache_size)
