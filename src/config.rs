@@ -8,7 +8,8 @@ use crate::decision::RecoveryPolicy;
 use crate::error::{Error, Result};
 use crate::key::KeyPolicy;
 use crate::storage::{
-    AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, StorageRole,
+    AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, ReadOnlyEngine,
+    StorageRole,
 };
 use crate::store::Store;
 use crate::time::{Clock, SystemClock};
@@ -73,6 +74,8 @@ pub struct StoreBuilder {
     recovery: RecoveryPolicy,
     verify_on_open: bool,
     create_if_missing: bool,
+    read_only: bool,
+    block_on_lock: bool,
     max_batch: usize,
     journal_size: u64,
     defer_claim_sync: bool,
@@ -100,6 +103,8 @@ impl Default for StoreBuilder {
             recovery: RecoveryPolicy::TakeOver,
             verify_on_open: true,
             create_if_missing: true,
+            read_only: false,
+            block_on_lock: false,
             max_batch: 1024,
             journal_size: DEFAULT_JOURNAL_SIZE,
             defer_claim_sync: false,
@@ -253,6 +258,28 @@ impl StoreBuilder {
         self
     }
 
+    /// Open the store for reading only (default off). The file is opened read-only under a
+    /// shared lock, so any number of read-only opens share it while no writing open does;
+    /// journaled changes not yet folded into the database are read into memory. Nothing is
+    /// ever written, so it works on a read-only file, directory or mount and on a full disk,
+    /// and leaves the files byte-for-byte unchanged. Reads, scans, `stats` and `check`
+    /// work; anything that would write (a claim, a completion, a delete, a sweep) is
+    /// [`Error::ReadOnly`]. A missing store is [`Error::Missing`] (never created); a store a
+    /// crash left unrepaired, or one of an older format, is [`Error::ReadOnly`] until a
+    /// writing open has repaired or upgraded it. The background sweeper does not run.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Wait for the file's lock when another process holds the store, for as long as that
+    /// takes, instead of failing at once with [`Error::Locked`] (default off). The wait
+    /// blocks in the kernel, which hands the lock over when it is released.
+    pub fn block_on_lock(mut self, block: bool) -> Self {
+        self.block_on_lock = block;
+        self
+    }
+
     /// The most operations one group commit applies (default 1024).
     pub fn max_batch(mut self, ops: usize) -> Self {
         self.max_batch = ops;
@@ -377,7 +404,9 @@ impl StoreBuilder {
         OpenOptions {
             cache_size: self.cache_size,
             verify: self.verify_on_open,
-            create: self.create_if_missing,
+            create: self.create_if_missing && !self.read_only,
+            read_only: self.read_only,
+            block_on_lock: self.block_on_lock,
         }
     }
 
@@ -397,8 +426,14 @@ impl StoreBuilder {
 
     /// Opens (or creates) the store in the file at `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
-        let settings = self.settings()?;
+        let mut settings = self.settings()?;
         let opener = Opener::file(path.as_ref().to_owned(), self.open_options());
+        if self.read_only {
+            // Sweeping deletes: a read-only store has nothing for a sweeper to do.
+            settings.sweep_interval = None;
+            let engine = ReadOnlyEngine::open(&opener, Arc::clone(&settings.clock))?;
+            return Store::on_engine(Arc::new(engine), opener, settings);
+        }
         Store::start(opener, settings, self.commit_settings())
     }
 
@@ -434,6 +469,12 @@ impl StoreBuilder {
         F: Fn(StorageRole) -> std::io::Result<B> + Send + Sync + 'static,
     {
         let settings = self.settings()?;
+        if self.read_only {
+            return Err(Error::InvalidConfig {
+                option: "read_only",
+                reason: "a read-only store must be a file (open it with `open`)".to_owned(),
+            });
+        }
         let factory: BackendFactory = Arc::new(move |role| {
             factory(role).map(|b| Box::new(AsRedb(b)) as Box<dyn redb::StorageBackend>)
         });

@@ -133,9 +133,19 @@ pub(crate) struct Filters {
 impl Filters {
     /// Loads the filters of the generations in `db`: a sealed one's from its row, the
     /// current one's (and any that does not decode) by reading its keys.
-    pub(crate) fn load(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+    pub(crate) fn load(db: &impl ReadableDatabase, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
         Filters::load_from(&read, generation_keys)
+    }
+
+    /// No filter at all: every generation is searched for every key. For a read-only
+    /// store, whose few lookups do not repay reading the current generation's keys to build
+    /// its filter.
+    pub(crate) fn none() -> Filters {
+        Filters {
+            map: RwLock::new(HashMap::new()),
+            generation_keys: 1,
+        }
     }
 
     /// [`load`](Self::load), from the state of one read transaction.
