@@ -274,3 +274,30 @@ fn a_short_session_upgrades_an_older_format_on_disk_not_in_memory() {
         "the upgrade reached the file, so no later process repeats it"
     );
 }
+
+#[test]
+fn a_read_only_open_sees_what_short_sessions_left_in_the_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("r.idemdb");
+    for i in 0..5 {
+        let store = short().open(&path).expect("open");
+        record(&store, &format!("k{i}"), format!("r{i}").as_bytes());
+        store.close().expect("close");
+    }
+    let database = std::fs::read(&path).expect("read");
+    let journal = std::fs::read(journal_of(&path)).expect("read");
+    let reader = Store::builder()
+        .read_only(true)
+        .open(&path)
+        .expect("read-only");
+    for i in 0..5 {
+        let got = reader
+            .get("s", &format!("k{i}"))
+            .expect("get")
+            .unwrap_or_else(|| panic!("k{i} missing"));
+        assert_eq!(got.response(), Some(format!("r{i}").as_bytes()));
+    }
+    reader.close().expect("close");
+    assert_eq!(std::fs::read(&path).expect("read"), database);
+    assert_eq!(std::fs::read(journal_of(&path)).expect("read"), journal);
+}

@@ -65,6 +65,7 @@ impl JournaledEngine {
     ) -> Result<JournaledEngine> {
         let short_process = opener.overlay();
         let (opener, db, filters, journal, replay) = open_session(opener, commit)?;
+        let opener = opener.for_reopens();
         let overlay = opener.overlay();
         let poison = Arc::new(Poison::default());
         let database = Database::new(
@@ -337,14 +338,9 @@ fn replay_unfolded(
     header: &FileHeader,
     checkpoint: &Checkpoint,
 ) -> Result<(Journal, Replay)> {
-    let recovered =
+    let mut recovered =
         Journal::recover_quick(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
-    let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    for (_, changes) in recovered.frames {
-        for (key, value) in changes {
-            latest.insert(key, value);
-        }
-    }
+    let latest = recovered.take_latest_states();
     let journal = Journal::resume_unfolded(
         io,
         header,
@@ -363,16 +359,11 @@ fn recover(
     commit: CommitSettings,
     filters: &Filters,
 ) -> Result<Journal> {
-    let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let mut recovered =
+        Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
-        // Later frames win: keep the last state of each key.
-        let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let frames = recovered.frames.len();
-        for (_, changes) in recovered.frames {
-            for (key, value) in changes {
-                latest.insert(key, value);
-            }
-        }
+        let latest = recovered.take_latest_states();
         let write = fold::begin_fold_txn(db, commit)?;
         fold::apply_changes(
             &write,

@@ -139,6 +139,14 @@ impl Opener {
         self.options.defer_folds && self.backend.is_none()
     }
 
+    /// The same opener for the reopens after a failed commit: they never wait for the lock.
+    /// The one holder a reopen can meet is most likely this process's own earlier handle,
+    /// kept alive by a reader that is stuck, and waiting for it would wait for ever.
+    pub(crate) fn for_reopens(mut self) -> Opener {
+        self.options.block_on_lock = false;
+        self
+    }
+
     /// The same opener, writing the database file for real.
     pub(crate) fn writing(&self) -> Opener {
         let mut opener = self.clone();

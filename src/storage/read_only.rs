@@ -21,7 +21,7 @@ use crate::record::Record;
 use crate::storage::check::{self, CheckReport, guarded_unverified};
 use crate::storage::generations::{Filters, RecordsView};
 use crate::storage::journal::Journal;
-use crate::storage::journal::file::journal_path;
+use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::open::Opener;
 use crate::storage::tables;
 use crate::storage::{Applying, Engine, EngineStats, KeyedOp, ScanPage, SweepPass};
@@ -82,18 +82,19 @@ impl ReadOnlyEngine {
 }
 
 /// The journal's changes after the last fold, when the store was not closed cleanly (a
-/// process holding it was killed): what recovery would fold, kept in memory instead.
+/// process holding it was killed, or a short-process session left them to the journal):
+/// what recovery would fold, kept in memory instead. The journal is opened read-only and
+/// recovered as a short-process session recovers it.
 fn read_unfolded(opener: &Opener, db: &redb::ReadOnlyDatabase) -> Result<Unfolded> {
-    let mut latest = Unfolded::new();
     let Some(checkpoint) = tables::read_checkpoint(db)? else {
-        return Ok(latest);
+        return Ok(Unfolded::new());
     };
     if checkpoint.clean {
-        return Ok(latest);
+        return Ok(Unfolded::new());
     }
     let path = journal_path(opener.path());
-    let file = match std::fs::File::open(&path) {
-        Ok(file) => file,
+    let io = match JournalFile::open_read_only(&path) {
+        Ok(io) => io,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Corrupt {
                 detail: format!(
@@ -104,8 +105,7 @@ fn read_unfolded(opener: &Opener, db: &redb::ReadOnlyDatabase) -> Result<Unfolde
         }
         Err(e) => return Err(Error::from_io(e)),
     };
-    let io = ReadOnlyFile(file);
-    let header = Journal::read_header(&io)?;
+    let header = Journal::read_header(&io).map_err(|e| opener.name_journal(e))?;
     if header.journal_id != checkpoint.journal_id {
         return Err(Error::Corrupt {
             detail: format!(
@@ -114,51 +114,10 @@ fn read_unfolded(opener: &Opener, db: &redb::ReadOnlyDatabase) -> Result<Unfolde
             ),
         });
     }
-    let recovered = Journal::recover(&io, &header, checkpoint.tail, checkpoint.folded_lsn)?;
-    for (_, changes) in recovered.frames {
-        for (key, value) in changes {
-            latest.insert(key, value);
-        }
-    }
-    Ok(latest)
-}
-
-/// A journal file opened for reading: any write is refused before it reaches the file.
-struct ReadOnlyFile(std::fs::File);
-
-impl std::fmt::Debug for ReadOnlyFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReadOnlyFile")
-    }
-}
-
-fn refused() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        "the journal is open read-only",
-    )
-}
-
-impl redb::StorageBackend for ReadOnlyFile {
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.0, out, offset)
-    }
-
-    fn set_len(&self, _len: u64) -> std::io::Result<()> {
-        Err(refused())
-    }
-
-    fn sync_data(&self) -> std::io::Result<()> {
-        Err(refused())
-    }
-
-    fn write(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
-        Err(refused())
-    }
+    let mut recovered =
+        Journal::recover_quick(&io, &header, checkpoint.tail, checkpoint.folded_lsn)
+            .map_err(|e| opener.name_journal(e))?;
+    Ok(recovered.take_latest_states())
 }
 
 fn what_writes(op: &Operation) -> &'static str {
