@@ -251,7 +251,12 @@ fn inspect_journal(path: &Path, cache_size: usize, report: &mut CheckReport) -> 
             checkpoint.ok().flatten()
         }
         // Refusals that the open would give anyway are given now, before anything writes.
-        Err(e @ (Error::Locked { .. } | Error::Missing { .. } | Error::NotAStore { .. })) => {
+        Err(
+            e @ (Error::Locked { .. }
+            | Error::Missing { .. }
+            | Error::NotAStore { .. }
+            | Error::NotAFile { .. }),
+        ) => {
             return Err(e);
         }
         Err(Error::EmptyFile { path }) => return Err(Error::EmptyFile { path }),
