@@ -8,7 +8,8 @@ use crate::decision::RecoveryPolicy;
 use crate::error::{Error, Result};
 use crate::key::KeyPolicy;
 use crate::storage::{
-    AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, StorageRole,
+    AsRedb, Backend, BackendFactory, MemoryBackend, OpenOptions, Opener, ReadOnlyEngine,
+    StorageRole,
 };
 use crate::store::Store;
 use crate::time::{Clock, SystemClock};
@@ -74,6 +75,8 @@ pub struct StoreBuilder {
     verify_on_open: bool,
     short_process: bool,
     create_if_missing: bool,
+    read_only: bool,
+    block_on_lock: bool,
     max_batch: usize,
     journal_size: u64,
     defer_claim_sync: bool,
@@ -102,6 +105,8 @@ impl Default for StoreBuilder {
             verify_on_open: false,
             short_process: false,
             create_if_missing: true,
+            read_only: false,
+            block_on_lock: false,
             max_batch: 1024,
             journal_size: DEFAULT_JOURNAL_SIZE,
             defer_claim_sync: false,
@@ -257,7 +262,10 @@ impl StoreBuilder {
     /// more than 1 MiB (or a quarter of its size) unfolded, when the file was closed cleanly or needs
     /// repair after a crash, or when the store is new. An open and a close then cost no
     /// sync of the database file: for command-line tools that open a store per operation.
-    /// Not for a long-running process, whose journal would fill.
+    /// Not for a long-running process, whose journal would fill. The file is locked as for
+    /// any writing open (exclusive, waited for with [`block_on_lock`](Self::block_on_lock))
+    /// before it is judged, and the lock is kept when the session turns to writing the file.
+    /// [`read_only`](Self::read_only) wins over it.
     pub fn short_process(mut self, short: bool) -> Self {
         self.short_process = short;
         self
@@ -267,6 +275,29 @@ impl StoreBuilder {
     /// [`Error::Missing`].
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
+        self
+    }
+
+    /// Open the store for reading only (default off). The file is opened read-only under a
+    /// shared lock, so any number of read-only opens share it while no writing open does;
+    /// journaled changes not yet folded into the database are read into memory. Nothing is
+    /// ever written, so it works on a read-only file, directory or mount and on a full disk,
+    /// and leaves the files byte-for-byte unchanged. Reads, scans, `stats` and `check`
+    /// work; anything that would write (a claim, a completion, a delete, a sweep) is
+    /// [`Error::ReadOnly`]. A missing store is [`Error::Missing`] (never created), or
+    /// [`Error::Corrupt`] if its journal is still there, as for every open; a store a
+    /// crash left unrepaired, or one of an older format, is [`Error::ReadOnly`] until a
+    /// writing open has repaired or upgraded it. The background sweeper does not run.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Wait for the file's lock when another process holds the store, for as long as that
+    /// takes, instead of failing at once with [`Error::Locked`] (default off). The wait
+    /// blocks in the kernel, which hands the lock over when it is released.
+    pub fn block_on_lock(mut self, block: bool) -> Self {
+        self.block_on_lock = block;
         self
     }
 
@@ -394,8 +425,11 @@ impl StoreBuilder {
         OpenOptions {
             cache_size: self.cache_size,
             verify: self.verify_on_open,
-            create: self.create_if_missing,
-            defer_folds: self.short_process,
+            create: self.create_if_missing && !self.read_only,
+            // A read-only store never writes, so it never needs an overlay over its file.
+            defer_folds: self.short_process && !self.read_only,
+            read_only: self.read_only,
+            block_on_lock: self.block_on_lock,
         }
     }
 
@@ -415,8 +449,15 @@ impl StoreBuilder {
 
     /// Opens (or creates) the store in the file at `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
-        let settings = self.settings()?;
+        let mut settings = self.settings()?;
         let opener = Opener::file(path.as_ref().to_owned(), self.open_options());
+        if self.read_only {
+            // Sweeping deletes: a read-only store has nothing for a sweeper to do.
+            settings.sweep_interval = None;
+            let engine = ReadOnlyEngine::open(&opener, Arc::clone(&settings.clock))?;
+            // Imports are refused by a read-only engine: no batch is ever written.
+            return Store::on_engine(Arc::new(engine), opener, settings, usize::MAX);
+        }
         Store::start(opener, settings, self.commit_settings())
     }
 
@@ -452,6 +493,12 @@ impl StoreBuilder {
         F: Fn(StorageRole) -> std::io::Result<B> + Send + Sync + 'static,
     {
         let settings = self.settings()?;
+        if self.read_only {
+            return Err(Error::InvalidConfig {
+                option: "read_only",
+                reason: "a read-only store must be a file (open it with `open`)".to_owned(),
+            });
+        }
         let factory: BackendFactory = Arc::new(move |role| {
             factory(role).map(|b| Box::new(AsRedb(b)) as Box<dyn redb::StorageBackend>)
         });

@@ -130,6 +130,17 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// The store was opened read-only ([`StoreBuilder::read_only`](crate::StoreBuilder::read_only)),
+    /// and the operation would have written to it. Also returned by a read-only open of a
+    /// store that cannot be read without writing first (one left unrepaired by a crash, or
+    /// of an older format that needs upgrading): open it writable once.
+    #[error("{}: opened read-only; {needs} would write to it", path.display())]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+        /// What would have written.
+        needs: String,
+    },
     /// The device is out of space. Reads keep working; writes resume once space returns.
     #[error("out of storage space: {0}")]
     StorageFull(Arc<std::io::Error>),

@@ -216,6 +216,42 @@ fn a_store_file_missing_beside_its_journal_is_refused_not_recreated() {
     assert_eq!(salvage.entries.len(), 20, "{:?}", salvage.skipped);
 }
 
+#[test]
+fn every_kind_of_open_refuses_a_store_file_missing_beside_its_journal() {
+    let (dir, path) = crash_image(0, 20);
+    let journal = journal_of(&path);
+    let before = std::fs::read(&journal).expect("journal");
+    std::fs::remove_file(&path).expect("delete the store file");
+
+    let builders = [
+        ("a short-process open", Store::builder().short_process(true)),
+        ("a read-only open", Store::builder().read_only(true)),
+        (
+            "an open that waits for the lock",
+            Store::builder().block_on_lock(true),
+        ),
+    ];
+    for (kind, builder) in builders {
+        match builder.sweep_interval(None).open(&path) {
+            Err(Error::Corrupt { detail }) => {
+                assert!(detail.contains("missing"), "{kind}: {detail}");
+                assert!(detail.contains("removing the journal"), "{kind}: {detail}");
+            }
+            other => panic!("{kind} must be refused: {other:?}"),
+        }
+        assert!(!path.exists(), "{kind}: no new store file");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains(".creating-")),
+            "{kind}: no store was built beside it: {names:?}"
+        );
+        assert_eq!(std::fs::read(&journal).expect("journal"), before, "{kind}");
+    }
+}
+
 /// A clean store of 2,000 records with 16 bytes of one record's leaf page changed.
 fn damaged_store_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -183,3 +183,121 @@ fn a_short_session_refuses_a_journal_with_a_damaged_frame_before_intact_ones() {
     assert!(store.get("s", "k11").expect("get").is_some());
     store.close().expect("close");
 }
+
+#[test]
+fn a_short_session_blocking_on_the_lock_waits_for_the_holder_to_close() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("held.idemdb");
+    // Two sessions: the second finds an unclean checkpoint, so later short sessions read
+    // the file through the overlay.
+    for key in ["a", "b"] {
+        let store = short().open(&path).expect("open");
+        record(&store, key, b"1");
+        store.close().expect("close");
+    }
+    let holders: [(&str, StoreBuilder); 2] = [
+        ("a short session", short()),
+        ("a writing session", Store::builder().sweep_interval(None)),
+    ];
+    for (holding, builder) in holders {
+        let holder = builder.open(&path).expect("holder");
+        assert!(
+            matches!(short().open(&path), Err(idemdb::Error::Locked { .. })),
+            "{holding}: an open that does not wait is refused"
+        );
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || short().block_on_lock(true).open(&waiter_path));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !waiter.is_finished(),
+            "{holding}: the waiter waits while the store is held"
+        );
+        holder.close().expect("close");
+        let store = waiter
+            .join()
+            .expect("thread")
+            .unwrap_or_else(|e| panic!("{holding}: the waiter opens the store: {e}"));
+        assert!(store.get("s", "b").expect("get").is_some());
+        store.close().expect("close");
+    }
+}
+
+/// The format the store's meta table records, read straight from the file.
+fn format_of(path: &Path) -> Vec<u8> {
+    let db = redb::Database::create(path).expect("redb");
+    let read = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let meta = read
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("idemdb_meta"))
+        .expect("meta");
+    meta.get("format")
+        .expect("get")
+        .expect("format")
+        .value()
+        .to_vec()
+}
+
+#[test]
+fn a_short_session_upgrades_an_older_format_on_disk_not_in_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.idemdb");
+    for key in ["a", "b"] {
+        let store = short().open(&path).expect("open");
+        record(&store, key, b"1");
+        store.close().expect("close");
+    }
+    // What the previous format left: no generations table, format 2 (the checkpoint still
+    // says the journal holds what was not folded, which would let the overlay serve it).
+    {
+        let db = redb::Database::create(&path).expect("redb");
+        let write = db.begin_write().expect("write");
+        assert!(
+            write
+                .delete_table(redb::TableDefinition::<u64, &[u8]>::new(
+                    "idemdb_generations"
+                ))
+                .expect("delete")
+        );
+        write
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("idemdb_meta"))
+            .expect("meta")
+            .insert("format", &2u32.to_le_bytes()[..])
+            .expect("insert");
+        write.commit().expect("commit");
+    }
+    let store = short().open(&path).expect("open the older format");
+    assert!(store.get("s", "a").expect("get").is_some());
+    assert!(store.get("s", "b").expect("get").is_some());
+    store.close().expect("close");
+    assert_eq!(
+        format_of(&path),
+        3u32.to_le_bytes(),
+        "the upgrade reached the file, so no later process repeats it"
+    );
+}
+
+#[test]
+fn a_read_only_open_sees_what_short_sessions_left_in_the_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("r.idemdb");
+    for i in 0..5 {
+        let store = short().open(&path).expect("open");
+        record(&store, &format!("k{i}"), format!("r{i}").as_bytes());
+        store.close().expect("close");
+    }
+    let database = std::fs::read(&path).expect("read");
+    let journal = std::fs::read(journal_of(&path)).expect("read");
+    let reader = Store::builder()
+        .read_only(true)
+        .open(&path)
+        .expect("read-only");
+    for i in 0..5 {
+        let got = reader
+            .get("s", &format!("k{i}"))
+            .expect("get")
+            .unwrap_or_else(|| panic!("k{i} missing"));
+        assert_eq!(got.response(), Some(format!("r{i}").as_bytes()));
+    }
+    reader.close().expect("close");
+    assert_eq!(std::fs::read(&path).expect("read"), database);
+    assert_eq!(std::fs::read(journal_of(&path)).expect("read"), journal);
+}

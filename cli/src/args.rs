@@ -57,7 +57,8 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// How long to keep retrying while another process holds the store file.
+    /// How long to wait while another process holds the store file (`run` waits this long
+    /// only before COMMAND: once it has run, recording its result waits as long as it takes).
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub lock_wait: Duration,
 }

@@ -45,7 +45,8 @@ Exit status:
   72     abandoned: an earlier run vanished without a result (--on-abandoned fail)
   73     invalid input: arguments, key, scope, duration, import line, an import without
          its trailer or with another record count, a directory given as the store
-  74     store locked: another process held the store longer than --lock-wait
+  74     store locked: another process held the store longer than --lock-wait (for run,
+         only before COMMAND: recording a result waits as long as it takes)
   75     store corrupt: damaged file, or not an idemdb store (also `check` finding damage)
   76     store error: I/O failure, disk full; after COMMAND ran: its result was not recorded
   77     not found: no such key (get, rm), or no store file (operator commands)

@@ -21,7 +21,7 @@ use crate::run::text;
 pub fn get(global: &Global, args: KeyArgs) -> Result<u8, CliError> {
     let scope = text(args.scope, "scope")?;
     let key = text(args.key, "key")?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let found = store.get(&scope, &key);
     let now = store.now();
     store.close()?;
@@ -268,7 +268,7 @@ fn wanted(row: &Row, filters: &[StateFilter]) -> bool {
 pub fn ls(global: &Global, args: LsArgs) -> Result<u8, CliError> {
     let scope = args.scope.clone().map(|s| text(s, "scope")).transpose()?;
     let limit = if args.all { None } else { Some(args.limit) };
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let bar = progress::bar(global.json, None, "records", "listing");
     let listed = list(&store, scope.as_deref(), &args, limit, &bar);
     drop(bar);
@@ -471,7 +471,7 @@ struct Counts {
 /// `idemdb stats`.
 pub fn stats(global: &Global) -> Result<u8, CliError> {
     let (path, _) = store_path(global)?;
-    let store = open_store(global, Access::Existing, None)?;
+    let store = open_store(global, Access::Read, None)?;
     let bar = progress::bar(global.json, None, "records", "counting");
     let counted = count(&store, &bar);
     drop(bar);

@@ -8,7 +8,7 @@ use idemdb::{Durability, Store};
 use crate::args::Global;
 use crate::exit::CliError;
 use crate::output;
-use crate::progress::{self, Progress};
+use crate::progress;
 use crate::signals::Interrupts;
 
 /// The file name of the default store, inside the state directory.
@@ -52,47 +52,157 @@ pub enum Access {
     /// `import`: created if missing, and commits are synced once at the end (a crash loses
     /// the import, which is then run again, never half of an acknowledged run).
     Bulk,
+    /// Reading commands (`get`, `ls`, `stats`, `export`, a replay): opened read-only under
+    /// a shared lock, never created, never written.
+    Read,
 }
 
-/// Opens the store, retrying with back-off while another process holds it, for up to
-/// `global.lock_wait`. With `interrupts`, a signal ends the waiting.
+/// Opens the store, waiting while another process holds it for up to `global.lock_wait`.
+/// With `interrupts`, a signal ends the waiting.
 pub fn open_store(
     global: &Global,
     access: Access,
     interrupts: Option<&Interrupts>,
 ) -> Result<Store, CliError> {
+    let path = prepare_path(global, access)?;
+    let show = Show {
+        json: global.json,
+        say: &|_| {},
+    };
+    match open_waiting(&path, access, Some(global.lock_wait), interrupts, &show) {
+        // A store a crash left unrepaired (or of an older format) is readable only after
+        // a writing open has repaired it: the one case where reading writes.
+        Err(CliError::Store(idemdb::Error::ReadOnly { .. })) if access == Access::Read => {
+            open_waiting(
+                &path,
+                Access::Existing,
+                Some(global.lock_wait),
+                interrupts,
+                &show,
+            )
+        }
+        opened => opened,
+    }
+}
+
+/// Opens the store, waiting for as long as another process holds it: only a signal (with
+/// `interrupts`) ends the wait. `say` is called every [`NOTE_EVERY`] of waiting with the
+/// time waited so far.
+pub fn open_store_patiently(
+    global: &Global,
+    access: Access,
+    interrupts: Option<&Interrupts>,
+    say: &dyn Fn(Duration),
+) -> Result<Store, CliError> {
+    let path = prepare_path(global, access)?;
+    let show = Show {
+        json: global.json,
+        say,
+    };
+    open_waiting(&path, access, None, interrupts, &show)
+}
+
+/// What a wait for the lock shows while it lasts.
+struct Show<'a> {
+    /// `--json`: no spinner (there is none off a terminal either).
+    json: bool,
+    /// Called every [`NOTE_EVERY`] of waiting with the time waited so far.
+    say: &'a dyn Fn(Duration),
+}
+
+/// How often a long wait for the lock says so.
+pub const NOTE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often a wait looks for a signal or its deadline.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+fn prepare_path(global: &Global, access: Access) -> Result<PathBuf, CliError> {
     let (path, is_default) = store_path(global)?;
     if is_default
-        && access != Access::Existing
+        && matches!(access, Access::Create | Access::Bulk)
         && let Some(dir) = path.parent()
     {
         std::fs::create_dir_all(dir).map_err(|e| {
             CliError::io(format!("creating the store directory {}", dir.display()), e)
         })?;
     }
+    Ok(path)
+}
+
+/// Opens the store at `path`; while another process holds it, a thread waits for the lock
+/// in the kernel (which hands it over when it is released: no polling, no back-off to
+/// lose the race with), and this thread watches for a signal, the deadline `limit`
+/// (`None`: none) and the time to call `show.say`, while a spinner on a terminal says
+/// what it waits for.
+fn open_waiting(
+    path: &Path,
+    access: Access,
+    limit: Option<Duration>,
+    interrupts: Option<&Interrupts>,
+    show: &Show,
+) -> Result<Store, CliError> {
+    match builder(access).open(path) {
+        Ok(store) => return Ok(store),
+        Err(idemdb::Error::Locked { .. }) => {}
+        Err(e) => return Err(open_error(e)),
+    }
     let started = Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
-    let mut waiting = None;
-    loop {
-        match builder(access).open(&path) {
-            Ok(store) => return Ok(store),
-            Err(idemdb::Error::Locked { .. }) => {
-                let waited = started.elapsed();
-                if waited >= global.lock_wait {
-                    return Err(CliError::Locked { path, waited });
-                }
-                waiting.get_or_insert_with(|| waiting_spinner(global, &path));
-                let pause = backoff.next().min(global.lock_wait - waited);
-                sleep_unless_interrupted(pause, interrupts)?;
+    // Cleared from the terminal however the wait ends.
+    let spinner = progress::spinner(show.json, &waiting_message(path, limit));
+    let (sender, answer) = std::sync::mpsc::channel();
+    let blocking = builder(access).block_on_lock(true);
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("idemdb-lock-wait".to_owned())
+        .spawn(move || {
+            let opened = blocking.open(&owned);
+            // Nobody waits any more (a deadline or a signal ended the wait): let go at once.
+            if let Err(std::sync::mpsc::SendError(Ok(store))) = sender.send(opened) {
+                let _ = store.close();
             }
-            Err(idemdb::Error::Missing { path }) => return Err(missing(&path)),
-            Err(e) => return Err(e.into()),
+        })
+        .map_err(|e| CliError::io("starting the thread that waits for the store's lock", e))?;
+    let mut next_note = NOTE_EVERY;
+    loop {
+        match answer.recv_timeout(WAIT_SLICE) {
+            Ok(opened) => return opened.map_err(open_error),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(CliError::io(
+                    format!("waiting for the lock of {}", path.display()),
+                    std::io::Error::other("the waiting thread ended without an answer"),
+                ));
+            }
+        }
+        if let Some(signal) = interrupts.and_then(Interrupts::received) {
+            return Err(CliError::Interrupted(signal));
+        }
+        let waited = started.elapsed();
+        if let Some(limit) = limit
+            && waited >= limit
+        {
+            return Err(CliError::Locked {
+                path: path.to_owned(),
+                waited,
+            });
+        }
+        if waited >= next_note {
+            spinner.suspend(|| (show.say)(waited));
+            next_note += NOTE_EVERY;
         }
     }
 }
 
+fn open_error(e: idemdb::Error) -> CliError {
+    match e {
+        idemdb::Error::Missing { path } => missing(&path),
+        e => e.into(),
+    }
+}
+
 /// Runs an offline maintenance step on the store file (which needs the file to itself),
-/// retrying like [`open_store`] while another process holds it.
+/// retrying with back-off while another process holds it, for up to `global.lock_wait`
+/// (the step opens the file itself, so it cannot wait on the lock as [`open_store`] does).
 /// `doing` names the step for the progress shown on a terminal (e.g. `checking`).
 pub fn with_file<T>(
     global: &Global,
@@ -112,7 +222,7 @@ pub fn with_file<T>(
                 if waited >= global.lock_wait {
                     return Err(CliError::Locked { path, waited });
                 }
-                spinner.set_message(waiting_message(global, &path));
+                spinner.set_message(waiting_message(&path, Some(global.lock_wait)));
                 std::thread::sleep(backoff.next().min(global.lock_wait - waited));
                 spinner.set_message(working.clone());
             }
@@ -122,17 +232,17 @@ pub fn with_file<T>(
     }
 }
 
-fn waiting_message(global: &Global, path: &Path) -> String {
+/// What a wait for the lock of `path` says on a terminal; `limit`: when it gives up
+/// (`None`: never).
+fn waiting_message(path: &Path, limit: Option<Duration>) -> String {
+    let until = match limit {
+        Some(limit) => format!("giving up after {}", output::span(limit)),
+        None => "waiting as long as it takes".to_owned(),
+    };
     format!(
-        "waiting for {}: another process holds it (giving up after {})",
-        path.display(),
-        output::span(global.lock_wait)
+        "waiting for {}: another process holds it ({until})",
+        path.display()
     )
-}
-
-/// A spinner saying what this process waits for, on a terminal.
-fn waiting_spinner(global: &Global, path: &Path) -> Progress {
-    progress::spinner(global.json, &waiting_message(global, path))
 }
 
 fn missing(path: &Path) -> CliError {
@@ -152,6 +262,7 @@ fn builder(access: Access) -> idemdb::StoreBuilder {
         Access::Create => builder.short_process(true),
         Access::Existing => builder.create_if_missing(false).short_process(true),
         Access::Bulk => builder.durability(Durability::None),
+        Access::Read => builder.read_only(true),
     }
 }
 

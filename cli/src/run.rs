@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::args::{Global, OnAbandoned, OnFailure, RunArgs, Ttl};
 use crate::capture;
 use crate::exit::CliError;
-use crate::open::{Access, Backoff, open_store, sleep_unless_interrupted};
+use crate::open::{Access, Backoff, open_store, open_store_patiently, sleep_unless_interrupted};
 use crate::output::{self, Reporter};
 use crate::owner::{self, Liveness, Owner};
 use crate::response::{self, RunResult};
@@ -154,12 +154,35 @@ fn wait_for_claim(
         if let Some(signal) = interrupts.received() {
             return Err(CliError::Interrupted(signal));
         }
-        let store = open_store(global, Access::Create, Some(interrupts))?;
-        let step = claim_step(&store, scope, key, fingerprint, options, reporter);
-        // Closed before anything else happens: COMMAND never runs while the file is held.
-        let closed = store.close();
-        let step = step?;
-        closed?;
+        // A look without writing first: a replay, a conflict or a key held by a live run
+        // needs nothing more, and works on a store this process cannot write.
+        let step = match look(
+            global,
+            Access::Read,
+            scope,
+            key,
+            fingerprint,
+            options,
+            interrupts,
+            reporter,
+        )? {
+            Some(step) => step,
+            None => look(
+                global,
+                Access::Create,
+                scope,
+                key,
+                fingerprint,
+                options,
+                interrupts,
+                reporter,
+            )?
+            .ok_or_else(|| {
+                CliError::from(idemdb::Error::Internal {
+                    detail: "a writable store answered as a read-only one".to_owned(),
+                })
+            })?,
+        };
         match step {
             Step::Execute {
                 held,
@@ -235,15 +258,56 @@ fn wait_for_claim(
     }
 }
 
-/// One look at the key, with the store open.
+/// Opens the store as `access` says, takes one look at the key, and closes the store
+/// before anything else happens: COMMAND never runs while the file is held. `None`: the
+/// look needs a store that can be written (read-only, the key is new or its holder gone;
+/// or there is no store yet).
+#[allow(clippy::too_many_arguments)]
+fn look(
+    global: &Global,
+    access: Access,
+    scope: &str,
+    key: &str,
+    fingerprint: Fingerprint,
+    options: &BeginOptions,
+    interrupts: &Interrupts,
+    reporter: &Reporter,
+) -> Result<Option<Step>, CliError> {
+    let store = match open_store(global, access, Some(interrupts)) {
+        Ok(store) => store,
+        Err(CliError::NotFound(_)) if access == Access::Read => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let read_only = access == Access::Read;
+    let step = claim_step(
+        &store,
+        read_only,
+        scope,
+        key,
+        fingerprint,
+        options,
+        reporter,
+    );
+    let closed = store.close();
+    let step = match step {
+        Err(CliError::Store(idemdb::Error::ReadOnly { .. })) => Ok(None),
+        step => step,
+    }?;
+    closed?;
+    Ok(step)
+}
+
+/// One look at the key, with the store open; `None` if the store is read-only and the
+/// look must write.
 fn claim_step(
     store: &Store,
+    read_only: bool,
     scope: &str,
     key: &str,
     fingerprint: Fingerprint,
     options: &BeginOptions,
     reporter: &Reporter,
-) -> Result<Step, CliError> {
+) -> Result<Option<Step>, CliError> {
     // A claim of this command line whose owner runs on this host is waited for, whatever
     // its lease says (COMMAND may simply run long); one whose owner is gone is declared
     // abandoned at once, and the recovery policy decides below.
@@ -254,11 +318,13 @@ fn claim_step(
     {
         match owner::liveness(flight.owner()) {
             Liveness::Alive => {
-                return Ok(Step::Busy {
+                return Ok(Some(Step::Busy {
                     holder: owner::describe(flight.owner()),
                     retry_after: None,
-                });
+                }));
             }
+            // Declaring it abandoned writes: the writing look says so.
+            Liveness::Dead(_) if read_only => return Ok(None),
             Liveness::Dead(reason) => {
                 reporter.note(
                     "owner_gone",
@@ -273,42 +339,45 @@ fn claim_step(
             Liveness::Unknown => {}
         }
     }
-    Ok(match store.begin_with(scope, key, fingerprint, options)? {
-        Begin::Execute(claim) => {
-            let attempt = claim.attempt();
-            let previous = claim.recovery().map(|r| r.previous_owner.clone());
-            Step::Execute {
-                held: Held::detach(claim)?,
-                attempt,
-                previous,
-            }
-        }
-        Begin::Replay(replay) => Step::Replay(replay),
-        Begin::Conflict(conflict) => Step::Conflict(conflict),
-        Begin::Abandoned(abandoned) => Step::Abandoned(abandoned),
-        Begin::InProgress(progress) => {
-            let holder = owner::describe(progress.owner.as_deref());
-            match owner::liveness(progress.owner.as_deref()) {
-                // Claimed between the look above and this begin, by a run that died since.
-                Liveness::Dead(_) => {
-                    store.abandon(scope, key, progress.claim)?;
-                    Step::Busy {
-                        holder,
-                        retry_after: Some(Duration::ZERO),
-                    }
+    Ok(Some(
+        match store.begin_with(scope, key, fingerprint, options)? {
+            Begin::Execute(claim) => {
+                let attempt = claim.attempt();
+                let previous = claim.recovery().map(|r| r.previous_owner.clone());
+                Step::Execute {
+                    held: Held::detach(claim)?,
+                    attempt,
+                    previous,
                 }
-                Liveness::Alive => Step::Busy {
-                    holder,
-                    retry_after: None,
-                },
-                // Another host: its lease is all there is to go by.
-                Liveness::Unknown => Step::Busy {
-                    holder,
-                    retry_after: Some(progress.retry_after),
-                },
             }
-        }
-    })
+            Begin::Replay(replay) => Step::Replay(replay),
+            Begin::Conflict(conflict) => Step::Conflict(conflict),
+            Begin::Abandoned(abandoned) => Step::Abandoned(abandoned),
+            Begin::InProgress(progress) => {
+                let holder = owner::describe(progress.owner.as_deref());
+                match owner::liveness(progress.owner.as_deref()) {
+                    Liveness::Dead(_) if read_only => return Ok(None),
+                    // Claimed between the look above and this begin, by a run that died since.
+                    Liveness::Dead(_) => {
+                        store.abandon(scope, key, progress.claim)?;
+                        Step::Busy {
+                            holder,
+                            retry_after: Some(Duration::ZERO),
+                        }
+                    }
+                    Liveness::Alive => Step::Busy {
+                        holder,
+                        retry_after: None,
+                    },
+                    // Another host: its lease is all there is to go by.
+                    Liveness::Unknown => Step::Busy {
+                        holder,
+                        retry_after: Some(progress.retry_after),
+                    },
+                }
+            }
+        },
+    ))
 }
 
 /// Runs COMMAND under the claim, then records, releases or abandons the claim.
@@ -321,14 +390,14 @@ fn execute(
 ) -> Result<u8, CliError> {
     if let Some(signal) = interrupts.received() {
         // COMMAND has not started: the key may be freed.
-        free_unstarted(global, &held, reporter);
+        free_unstarted(global, &held, interrupts, reporter);
         return Err(CliError::Interrupted(signal));
     }
     let ran = match capture::run(&args.command, OUTPUT_BUDGET, interrupts) {
         Ok(ran) => ran,
         Err(source) => {
             // Nothing ran: free the key so a corrected setup can run it.
-            free_unstarted(global, &held, reporter);
+            free_unstarted(global, &held, interrupts, reporter);
             return Err(CliError::Spawn {
                 program: args
                     .command
@@ -360,7 +429,7 @@ fn execute(
     if let Some(signal) = interrupts.forwarded() {
         // COMMAND was interrupted: whether it did its work is unknown. The key is never
         // freed; abandoned, the next run follows --on-abandoned.
-        let outcome = match finish(global, &held, Finish::Abandon) {
+        let outcome = match finish(global, &held, Finish::Abandon, interrupts, reporter) {
             Ok(Ended::Written) => "left abandoned: the next run follows --on-abandoned".to_owned(),
             Ok(Ended::WrittenNotClosed(e)) => format!(
                 "left abandoned (but closing the store failed afterwards: {}): the next run follows --on-abandoned",
@@ -385,7 +454,7 @@ fn execute(
 
     if !result.status.success() && args.on_failure == OnFailure::Release {
         let fields = json!({ "scope": ticket.scope, "key": key, "exit_code": code });
-        match finish(global, &held, Finish::Release) {
+        match finish(global, &held, Finish::Release, interrupts, reporter) {
             Ok(Ended::Written) => reporter.note(
                 "released",
                 &format!(
@@ -418,7 +487,13 @@ fn execute(
         return Ok(code);
     }
 
-    match finish(global, &held, Finish::Complete(result.encode())) {
+    match finish(
+        global,
+        &held,
+        Finish::Complete(result.encode()),
+        interrupts,
+        reporter,
+    ) {
         Ok(Ended::Written) => {}
         // The result is durable in the journal: the run succeeded, the store's
         // housekeeping did not.
@@ -431,6 +506,18 @@ fn execute(
             json!({ "scope": ticket.scope, "key": key, "exit_code": code }),
         ),
         Ok(Ended::Lost(what)) => return Err(CliError::ClaimLost { status, what }),
+        // Only a signal ends the wait to record: the key stays in flight.
+        Err(CliError::Interrupted(signal)) => {
+            reporter.warn(
+                "interrupted",
+                &format!(
+                    "interrupted by {} while waiting for the store to record COMMAND's result ({status}); key {key:?} left in flight: it counts as abandoned once this process has exited, and the next run follows --on-abandoned",
+                    signals::name(signal),
+                ),
+                json!({ "scope": ticket.scope, "key": key, "signal": signal }),
+            );
+            return Err(CliError::Interrupted(signal));
+        }
         Err(e) => {
             return Err(CliError::NotRecorded {
                 status,
@@ -449,9 +536,9 @@ fn execute(
 }
 
 /// Frees a key whose COMMAND never started; a failure is only worth a warning.
-fn free_unstarted(global: &Global, held: &Held, reporter: &Reporter) {
+fn free_unstarted(global: &Global, held: &Held, interrupts: &Interrupts, reporter: &Reporter) {
     let key = &held.ticket.key;
-    let problem = match finish(global, held, Finish::Release) {
+    let problem = match finish(global, held, Finish::Release, interrupts, reporter) {
         Ok(Ended::Written) => return,
         Ok(Ended::WrittenNotClosed(e)) => format!(
             "key {key:?} freed, but closing the store failed afterwards: {}",
@@ -492,18 +579,47 @@ enum Ended {
     Lost(String),
 }
 
-/// Opens the store, takes the claim back, ends it, and closes the store. Signals do not
-/// interrupt this: the claim's end must be written. The error is a failure to open the
-/// store or to write the change.
-fn finish(global: &Global, held: &Held, how: Finish) -> Result<Ended, CliError> {
-    let store = open_store(global, Access::Create, None)?;
-    finish_on(store, held, how)
+/// Opens the store, takes the claim back, ends it, and closes the store. The open waits
+/// for the lock as long as another process holds the store, saying so every few seconds:
+/// once COMMAND has run, giving up would lose its result. Only a signal ends the wait
+/// ([`CliError::Interrupted`]; the key stays in flight, and counts as abandoned once this
+/// process has exited). Otherwise the error is a failure to open the store or to write the
+/// change; a failure to close after it was written is [`Ended::WrittenNotClosed`], which
+/// the caller reports as one warning.
+fn finish(
+    global: &Global,
+    held: &Held,
+    how: Finish,
+    interrupts: &Interrupts,
+    reporter: &Reporter,
+) -> Result<Ended, CliError> {
+    let ticket = &held.ticket;
+    let key = &ticket.key;
+    let doing = match how {
+        Finish::Complete(_) => "record COMMAND's result for",
+        Finish::Release => "free",
+        Finish::Abandon => "leave abandoned",
+    };
+    let say = |waited: Duration| {
+        reporter.warn(
+            "waiting_for_lock",
+            &format!(
+                "waiting to {doing} key {key:?}: another process has held the store for {}; waiting as long as it takes (a signal stops the wait, leaving the key abandoned)",
+                output::span(waited)
+            ),
+            json!({ "scope": ticket.scope, "key": key, "waited_ms": waited.as_millis() as u64 }),
+        );
+    };
+    let started = Instant::now();
+    let store = open_store_patiently(global, Access::Create, Some(interrupts), &say)?;
+    finish_on(store, held, how, started.elapsed())
 }
 
 /// Ends the claim on an open store, then closes it: a failure to close after the change
-/// was written is told apart from a failure to write it.
-fn finish_on(store: Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
-    let ended = end_claim(&store, held, how);
+/// was written is told apart from a failure to write it. `waited`: how long opening the
+/// store waited for its lock after COMMAND (a lost claim may have been lost then too).
+fn finish_on(store: Store, held: &Held, how: Finish, waited: Duration) -> Result<Ended, CliError> {
+    let ended = end_claim(&store, held, how, waited);
     let closed = store.close();
     match (ended, closed) {
         (Ok(Ended::Written), Err(e)) => Ok(Ended::WrittenNotClosed(e.into())),
@@ -511,11 +627,11 @@ fn finish_on(store: Store, held: &Held, how: Finish) -> Result<Ended, CliError> 
     }
 }
 
-fn end_claim(store: &Store, held: &Held, how: Finish) -> Result<Ended, CliError> {
+fn end_claim(store: &Store, held: &Held, how: Finish, waited: Duration) -> Result<Ended, CliError> {
     let claim = match store.resume(&held.ticket) {
         Ok(claim) => claim,
         Err(idemdb::Error::ClaimLost(reason)) => {
-            return Ok(Ended::Lost(what_happened(store, held, reason)));
+            return Ok(Ended::Lost(what_happened(store, held, reason, waited)));
         }
         Err(e) => return Err(e.into()),
     };
@@ -532,15 +648,26 @@ fn end_claim(store: &Store, held: &Held, how: Finish) -> Result<Ended, CliError>
     match written {
         Ok(()) => Ok(Ended::Written),
         Err(idemdb::Error::ClaimLost(reason)) => {
-            Ok(Ended::Lost(what_happened(store, held, reason)))
+            Ok(Ended::Lost(what_happened(store, held, reason, waited)))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// What became of a key whose claim this run lost while COMMAND ran, told from the record
-/// the key holds now.
-fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String {
+/// What became of a key whose claim this run lost while COMMAND ran (or while this run then
+/// waited `waited` for the store's lock), told from the record the key holds now.
+fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason, waited: Duration) -> String {
+    // A wait shorter than this is no time for another process to have done anything worth
+    // naming it.
+    const NOTICEABLE: Duration = Duration::from_secs(1);
+    let during = if waited >= NOTICEABLE {
+        format!(
+            "while COMMAND ran or while this run then waited {} for the store's lock",
+            output::span(waited)
+        )
+    } else {
+        "while COMMAND ran".to_owned()
+    };
     let now = store.now();
     let current = store
         .get(&held.ticket.scope, &held.ticket.key)
@@ -550,10 +677,12 @@ fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String 
     let Some(record) = current.filter(|_| reason != ClaimLostReason::Missing) else {
         return match held.expires_at {
             Some(at) if at <= now => format!(
-                "the key's retention (--ttl) ended at {} while COMMAND ran, and its record expired; the key is free: the next run executes COMMAND again",
+                "the key's retention (--ttl) ended at {} {during}, and its record expired; the key is free: the next run executes COMMAND again",
                 output::time(at)
             ),
-            _ => "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import); the key is free: the next run executes COMMAND again".to_owned(),
+            _ => format!(
+                "the key's record was deleted {during} (`idemdb rm --force`, or an import); the key is free: the next run executes COMMAND again"
+            ),
         };
     };
     // A record created after this claim, or one that is not at a later attempt, is a new
@@ -562,19 +691,21 @@ fn what_happened(store: &Store, held: &Held, reason: ClaimLostReason) -> String 
     let recreated = record.created_at() != held.created_at || record.attempt() <= held.attempt;
     let how_lost = if let Some(at) = held.expires_at.filter(|at| recreated && *at <= now) {
         format!(
-            "the key's retention (--ttl) ended at {} while COMMAND ran, and since then",
+            "the key's retention (--ttl) ended at {} {during}, and since then",
             output::time(at)
         )
     } else if recreated {
-        "the key's record was deleted while COMMAND ran (`idemdb rm --force`, or an import), and since then".to_owned()
+        format!(
+            "the key's record was deleted {during} (`idemdb rm --force`, or an import), and since then"
+        )
     } else if lease_ended {
         format!(
-            "this run's lease (--lease) ended at {} while COMMAND ran, and since then",
+            "this run's lease (--lease) ended at {} {during}, and since then",
             output::time(held.lease_until)
         )
     } else {
         format!(
-            "this run's claim (attempt {}) was declared abandoned or replaced while COMMAND ran, and since then",
+            "this run's claim (attempt {}) was declared abandoned or replaced {during}, and since then",
             held.attempt
         )
     };
@@ -757,7 +888,12 @@ mod tests {
     }
 
     fn lost(store: &Store, held: &Held) -> String {
-        match end_claim(store, held, Finish::Complete(b"result".to_vec())) {
+        match end_claim(
+            store,
+            held,
+            Finish::Complete(b"result".to_vec()),
+            Duration::ZERO,
+        ) {
             Ok(Ended::Lost(what)) => what,
             Ok(Ended::Written | Ended::WrittenNotClosed(_)) => panic!("the claim was lost"),
             Err(e) => panic!("unexpected error {e}"),
@@ -840,7 +976,12 @@ mod tests {
             };
             let held = Held::detach(claim).expect("detach");
             sim.fail_after(n, Persistence::Forever);
-            let outcome = finish_on(store, &held, Finish::Complete(b"result".to_vec()));
+            let outcome = finish_on(
+                store,
+                &held,
+                Finish::Complete(b"result".to_vec()),
+                Duration::ZERO,
+            );
             sim.power_cut(CrashMode::Durable);
             let reopened = sim.open(builder()).expect("reopen");
             let record = reopened.get("default", "k").expect("get");

@@ -37,7 +37,7 @@ pub fn export(global: &Global, args: ExportArgs) -> Result<u8, CliError> {
         },
         (other, _) => other,
     };
-    let store = open_store(global, Access::Existing, Some(&interrupts)).map_err(stopped)?;
+    let store = open_store(global, Access::Read, Some(&interrupts)).map_err(stopped)?;
     let to = Sink {
         json: global.json,
         interrupts: &interrupts,

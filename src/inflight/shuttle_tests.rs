@@ -185,6 +185,9 @@ fn model_store(recovery: RecoveryPolicy) -> (Store, std::sync::Arc<ModelEngine>)
             cache_size: 0,
             verify: false,
             create: false,
+            defer_folds: false,
+            read_only: false,
+            block_on_lock: false,
         },
     );
     let store =

@@ -251,7 +251,12 @@ fn inspect_journal(path: &Path, cache_size: usize, report: &mut CheckReport) -> 
             checkpoint.ok().flatten()
         }
         // Refusals that the open would give anyway are given now, before anything writes.
-        Err(e @ (Error::Locked { .. } | Error::Missing { .. } | Error::NotAStore { .. })) => {
+        Err(
+            e @ (Error::Locked { .. }
+            | Error::Missing { .. }
+            | Error::NotAStore { .. }
+            | Error::NotAFile { .. }),
+        ) => {
             return Err(e);
         }
         Err(Error::EmptyFile { path }) => return Err(Error::EmptyFile { path }),
@@ -368,12 +373,22 @@ pub(crate) fn open_verified(path: &Path, cache_size: usize) -> Result<redb::Data
             verify: true,
             create: false,
             defer_folds: false,
+            read_only: false,
+            block_on_lock: false,
         },
     )
     .open_database()
 }
 
 pub(crate) fn check_tables(db: &redb::Database, report: &mut CheckReport) -> Result<()> {
+    check_readable_tables(db, report)
+}
+
+/// [`check_tables`] of a database opened writable or read-only.
+pub(crate) fn check_readable_tables(
+    db: &impl ReadableDatabase,
+    report: &mut CheckReport,
+) -> Result<()> {
     // The filters come from the same snapshot as the tables: a fold committing meanwhile
     // (an online check) must not make them disagree.
     let txn = db.begin_read().map_err(Error::from_redb)?;

@@ -65,6 +65,7 @@ impl JournaledEngine {
     ) -> Result<JournaledEngine> {
         let short_process = opener.overlay();
         let (opener, db, filters, journal, replay) = open_session(opener, commit)?;
+        let opener = opener.for_reopens();
         let overlay = opener.overlay();
         let poison = Arc::new(Poison::default());
         let database = Database::new(
@@ -204,38 +205,48 @@ const UNANSWERED_WAIT: Duration = Duration::from_secs(5);
 const SHORT_PROCESS_UNFOLDED: u64 = 1024 * 1024;
 
 /// Opens the database and the journal for a session. A short-process opener reads the
-/// database through an in-memory overlay (see `Opener::open_session`) when the file's
+/// database through an in-memory overlay (see `Opener::open_overlay_on`) when the file's
 /// checkpoint says the journal holds what was not folded and the journal holds less than
-/// [`SHORT_PROCESS_UNFOLDED`] (or a quarter of its size) unfolded; otherwise the session writes the database file for real.
-fn open_session(
-    opener: Opener,
-    commit: CommitSettings,
-) -> Result<(Opener, redb::Database, Filters, Journal, Option<Replay>)> {
-    let (opener, db) = opener.open_session()?;
-    let (opener, db) =
-        if opener.overlay() && tables::read_checkpoint(&db)?.is_none_or(|cp| cp.clean) {
-            drop(db);
-            let opener = opener.writing();
-            let db = opener.open_database()?;
-            (opener, db)
-        } else {
-            (opener, db)
-        };
-    let filters = if opener.overlay() {
-        Filters::load_none(&db, commit.generation_keys)?
-    } else {
-        Filters::load_sealed(&db, commit.generation_keys)?
+/// [`SHORT_PROCESS_UNFOLDED`] (or a quarter of its size) unfolded; otherwise the session
+/// writes the database file for real. The file's lock is taken once, before anything is
+/// judged, and held through the fallback from the overlay to the writing open.
+fn open_session(opener: Opener, commit: CommitSettings) -> Result<Session> {
+    if !opener.overlay() {
+        let db = opener.open_database()?;
+        return writing_session(opener, db, commit);
+    }
+    let held = opener.lock_file()?;
+    let Some(db) = opener.open_overlay_on(&held)? else {
+        let opener = opener.writing();
+        let db = opener.open_writing_on(&held, false)?;
+        return writing_session(opener, db, commit);
     };
+    if tables::read_checkpoint(&db)?.is_none_or(|cp| cp.clean) {
+        drop(db);
+        let opener = opener.writing();
+        let db = opener.open_writing_on(&held, true)?;
+        return writing_session(opener, db, commit);
+    }
+    let filters = Filters::load_none(&db, commit.generation_keys)?;
     let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
-    if opener.overlay() && journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
+    if journal.used() > SHORT_PROCESS_UNFOLDED.min(journal.area() / 4) {
         drop(journal);
         drop(db);
         let opener = opener.writing();
-        let db = opener.open_database()?;
-        let filters = Filters::load_sealed(&db, commit.generation_keys)?;
-        let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
-        return Ok((opener, db, filters, journal, replay));
+        let db = opener.open_writing_on(&held, true)?;
+        return writing_session(opener, db, commit);
     }
+    Ok((opener, db, filters, journal, replay))
+}
+
+/// What [`open_session`] opens: the opener the session reopens with, the database, its
+/// filters, the journal, and what a short-process session replays into memory.
+type Session = (Opener, redb::Database, Filters, Journal, Option<Replay>);
+
+/// The rest of a session's open once the database is open for writing.
+fn writing_session(opener: Opener, db: redb::Database, commit: CommitSettings) -> Result<Session> {
+    let filters = Filters::load_sealed(&db, commit.generation_keys)?;
+    let (journal, replay) = open_journal(&opener, &db, commit, &filters)?;
     Ok((opener, db, filters, journal, replay))
 }
 
@@ -327,14 +338,9 @@ fn replay_unfolded(
     header: &FileHeader,
     checkpoint: &Checkpoint,
 ) -> Result<(Journal, Replay)> {
-    let recovered =
+    let mut recovered =
         Journal::recover_quick(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
-    let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    for (_, changes) in recovered.frames {
-        for (key, value) in changes {
-            latest.insert(key, value);
-        }
-    }
+    let latest = recovered.take_latest_states();
     let journal = Journal::resume_unfolded(
         io,
         header,
@@ -353,16 +359,11 @@ fn recover(
     commit: CommitSettings,
     filters: &Filters,
 ) -> Result<Journal> {
-    let recovered = Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
+    let mut recovered =
+        Journal::recover(io.as_ref(), header, checkpoint.tail, checkpoint.folded_lsn)?;
     if !recovered.frames.is_empty() {
-        // Later frames win: keep the last state of each key.
-        let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let frames = recovered.frames.len();
-        for (_, changes) in recovered.frames {
-            for (key, value) in changes {
-                latest.insert(key, value);
-            }
-        }
+        let latest = recovered.take_latest_states();
         let write = fold::begin_fold_txn(db, commit)?;
         fold::apply_changes(
             &write,

@@ -165,7 +165,10 @@ impl Filters {
     /// The filters of the sealed generations only: the current one is searched without a
     /// filter until a fold seals it (which builds it then). Opening costs no read of the
     /// current generation's keys.
-    pub(crate) fn load_sealed(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+    pub(crate) fn load_sealed(
+        db: &impl ReadableDatabase,
+        generation_keys: usize,
+    ) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
         Filters::load_rows(&read, generation_keys, false)
     }
@@ -173,7 +176,7 @@ impl Filters {
     /// No filter at all: every generation is searched without one. For a short process,
     /// which looks up a key or two: reading the sealed generations' filters would cost
     /// more than searching each generation's table once.
-    pub(crate) fn load_none(db: &redb::Database, generation_keys: usize) -> Result<Filters> {
+    pub(crate) fn load_none(db: &impl ReadableDatabase, generation_keys: usize) -> Result<Filters> {
         let read = db.begin_read().map_err(Error::from_redb)?;
         let ids = generation_ids(&read)?;
         Ok(Filters {
@@ -181,6 +184,16 @@ impl Filters {
             unfiltered: RwLock::new(ids),
             generation_keys: generation_keys.max(1),
         })
+    }
+
+    /// No filter and no generation listed: every generation a view opens is searched
+    /// without one. For a read-only store, whose few lookups do not repay reading filters.
+    pub(crate) fn none() -> Filters {
+        Filters {
+            map: RwLock::new(HashMap::new()),
+            unfiltered: RwLock::new(Vec::new()),
+            generation_keys: 1,
+        }
     }
 
     fn load_rows(

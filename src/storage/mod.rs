@@ -31,9 +31,11 @@ mod memtable;
 mod open;
 mod overlay;
 mod poison;
+mod read_only;
 mod record_cache;
 mod salvage;
 mod signal;
+mod store_file;
 mod sweep;
 mod tables;
 mod unsynced;
@@ -58,6 +60,7 @@ pub(crate) use engine::JournaledEngine;
 pub(crate) use generations::DEFAULT_GENERATION_KEYS;
 pub use open::StoreFiles;
 pub(crate) use open::{BackendFactory, OpenOptions, Opener};
+pub(crate) use read_only::ReadOnlyEngine;
 #[cfg(test)]
 pub(crate) use tables::{EXPIRY, RECORDS, index_key};
 

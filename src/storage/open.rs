@@ -1,10 +1,11 @@
 //! Opening (and reopening) the redb database behind a store, and its journal's storage, with
 //! every bad file mapped to its own typed error.
 
-use std::io::Read;
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::backends::FileBackend;
 use redb::{DatabaseError, StorageBackend, StorageError};
@@ -13,11 +14,11 @@ use crate::error::{Error, Result};
 use crate::storage::backend::StorageRole;
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::overlay::OverlayBackend;
-use crate::storage::tables;
 use crate::storage::unsynced::UnsyncedWrites;
+use crate::storage::{store_file, tables};
 
-/// redb's file magic: every redb file starts with it.
-const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+/// The page cache of the read-only look at a file's format: it reads a few pages.
+const PROBE_CACHE: usize = 1 << 20;
 
 /// The files a store lives in: copy both, with the store closed, to back it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,10 @@ pub(crate) struct OpenOptions {
     /// Open an existing file through an in-memory overlay when the session may leave its
     /// folds to the journal (see `StoreBuilder::short_process`).
     pub(crate) defer_folds: bool,
+    /// Open without ever writing: a shared lock, the file opened for reading only.
+    pub(crate) read_only: bool,
+    /// Wait for another process's lock to go instead of failing with `Error::Locked`.
+    pub(crate) block_on_lock: bool,
 }
 
 /// Knows how to open the database, again and again: once at start, and after a failed commit
@@ -134,6 +139,14 @@ impl Opener {
         self.options.defer_folds && self.backend.is_none()
     }
 
+    /// The same opener for the reopens after a failed commit: they never wait for the lock.
+    /// The one holder a reopen can meet is most likely this process's own earlier handle,
+    /// kept alive by a reader that is stuck, and waiting for it would wait for ever.
+    pub(crate) fn for_reopens(mut self) -> Opener {
+        self.options.block_on_lock = false;
+        self
+    }
+
     /// The same opener, writing the database file for real.
     pub(crate) fn writing(&self) -> Opener {
         let mut opener = self.clone();
@@ -141,67 +154,135 @@ impl Opener {
         opener
     }
 
-    /// Opens an existing, cleanly closed database file through an in-memory overlay, with
-    /// the file locked as redb locks it. `None` when the file must be opened for real: it
-    /// is missing or empty (creation writes it), or needs repair (which must reach disk,
-    /// or every later open would repeat it).
-    fn open_overlay(&self) -> Result<Option<redb::Database>> {
-        match std::fs::metadata(&self.path) {
-            Ok(meta) if meta.is_file() && meta.len() > 0 => {}
-            _ => return Ok(None),
+    /// The database file, locked and judged as every open of it is (see
+    /// [`store_file::open_locked`]): exclusive, even for an overlay session, whose journal
+    /// writes need the store to itself as much as a writing session's. Held across the
+    /// fallback from an overlay to a writing open, so no other process slips in between.
+    pub(crate) fn lock_file(&self) -> Result<File> {
+        store_file::open_locked(&self.path, self.options)
+    }
+
+    /// Opens the locked database `file` through an in-memory overlay. `None` when the file
+    /// must be opened for real: it is empty (an unfinished creation, emptied under the
+    /// lock), needs repair (which must reach disk, or every later open would repeat it), or
+    /// needs initialising or upgrading (or every process would do it again in memory).
+    pub(crate) fn open_overlay_on(&self, file: &File) -> Result<Option<redb::Database>> {
+        if file.metadata().map_err(Error::from_io)?.len() == 0 {
+            return Ok(None);
         }
-        precheck_file(&self.path, false)?;
-        let file = std::fs::File::open(&self.path).map_err(Error::from_io)?;
-        if file.try_lock().is_err() {
-            return Err(Error::Locked {
-                path: self.path.clone(),
-            });
-        }
-        let overlay = OverlayBackend::new(file).map_err(Error::from_io)?;
-        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = file.try_clone().map_err(Error::from_io)?;
+        let overlay = OverlayBackend::new(handle).map_err(Error::from_io)?;
+        let repaired = Arc::new(AtomicBool::new(false));
         let mut builder = redb::Builder::new();
         let seen = Arc::clone(&repaired);
         builder
             .set_cache_size(self.options.cache_size)
             .set_check_integrity_on_open(self.options.verify)
-            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed));
+            .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed));
         let opened = catch_unwind(AssertUnwindSafe(|| builder.create_with_backend(overlay)));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(map_open_error(e, &self.path)),
             Err(panic) => return Err(corrupt_from_panic(panic.as_ref())),
         };
-        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
-            // Dropped, releasing the lock; the caller opens the file for real.
-            drop(db);
+        if repaired.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        match catch_unwind(AssertUnwindSafe(|| tables::check_or_init(&db, &self.path))) {
+        match catch_unwind(AssertUnwindSafe(|| tables::check_readable(&db, &self.path))) {
             Ok(Ok(())) => Ok(Some(db)),
+            Ok(Err(Error::ReadOnly { .. })) => Ok(None),
             Ok(Err(e)) => Err(e),
             Err(panic) => Err(corrupt_from_panic(panic.as_ref())),
         }
     }
 
-    /// Opens the database for a new session: through the overlay when this opener defers
-    /// folds and the file allows it, else for real. Returns the opener the session must use
-    /// from then on (for reopens) with the database.
-    pub(crate) fn open_session(self) -> Result<(Opener, redb::Database)> {
-        if self.overlay()
-            && let Some(db) = self.open_overlay()?
-        {
-            return Ok((self, db));
+    /// Opens the locked database `file` for writing (also the fallback from an overlay,
+    /// with the lock still held). `tables_checked` says an overlay already found the file
+    /// an idemdb store this build reads: the look for a foreign file (which lets the lock
+    /// go for an instant, see [`refuse_foreign`](Self::refuse_foreign)) is then skipped.
+    pub(crate) fn open_writing_on(
+        &self,
+        file: &File,
+        tables_checked: bool,
+    ) -> Result<redb::Database> {
+        let file = file.try_clone().map_err(Error::from_io)?;
+        if !tables_checked {
+            self.refuse_foreign(&file)?;
         }
-        let opener = self.writing();
-        let db = opener.open_database()?;
-        Ok((opener, db))
+        let storage = FileBackend::new(file).map_err(|e| map_open_error(e, &self.path))?;
+        self.open_storage(Box::new(storage))
+    }
+
+    /// Opens the database for reading only (under a shared lock, through a handle opened
+    /// read-only), and checks that it is an idemdb store this build reads. Nothing is ever
+    /// written: a database a crash left unrepaired, or one that needs upgrading, is
+    /// [`Error::ReadOnly`].
+    pub(crate) fn open_read_only_database(&self) -> Result<redb::ReadOnlyDatabase> {
+        if self.backend.is_some() {
+            return Err(Error::InvalidConfig {
+                option: "read_only",
+                reason: "a read-only store must be a file".to_owned(),
+            });
+        }
+        let file = store_file::open_locked(&self.path, self.options)?;
+        let backend = FileBackend::new(file).map_err(|e| map_open_error(e, &self.path))?;
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(self.options.cache_size);
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            builder.open_read_only_with_backend(backend)
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(DatabaseError::RepairAborted)) => {
+                return Err(Error::ReadOnly {
+                    path: self.path.clone(),
+                    needs: "repairing what a crash left unfinished".to_owned(),
+                });
+            }
+            Ok(Err(e)) => return Err(map_open_error(e, &self.path)),
+            Err(panic) => return Err(corrupt_from_panic(panic.as_ref())),
+        };
+        match catch_unwind(AssertUnwindSafe(|| tables::check_readable(&db, &self.path))) {
+            Ok(Ok(())) => Ok(db),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(corrupt_from_panic(panic.as_ref())),
+        }
+    }
+
+    /// Refuses, before redb's writing open marks the file's header, a redb file that is not
+    /// an idemdb store or is of a newer format: a refused open writes nothing. It looks
+    /// through a read-only handle sharing the locked file's description, which leaves the
+    /// lock released or shared when it closes: the lock is taken again after it. A file
+    /// the read-only handle cannot open (a crash left it unrepaired, or it is damaged) is
+    /// left to the writing open to repair or report.
+    fn refuse_foreign(&self, file: &std::fs::File) -> Result<()> {
+        if file.metadata().map_err(Error::from_io)?.len() == 0 {
+            return Ok(());
+        }
+        let probe = file.try_clone().map_err(Error::from_io)?;
+        let verdict = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+            let backend = FileBackend::new(probe).map_err(|e| map_open_error(e, &self.path))?;
+            let mut builder = redb::Builder::new();
+            builder.set_cache_size(PROBE_CACHE);
+            let Ok(db) = builder.open_read_only_with_backend(backend) else {
+                return Ok(());
+            };
+            match tables::check_readable(&db, &self.path) {
+                Err(e @ (Error::NotAStore { .. } | Error::NewerFormat { .. })) => Err(e),
+                _ => Ok(()),
+            }
+        }))
+        .unwrap_or(Ok(()));
+        store_file::lock(file, &self.path, self.options)?;
+        verdict
     }
 
     /// Opens the database and checks (or initialises) the idemdb metadata.
     pub(crate) fn open_database(&self) -> Result<redb::Database> {
         if self.overlay() {
             // A reopen (after a failed commit) of a session that began on an overlay.
-            return self.open_overlay()?.ok_or_else(|| Error::Corrupt {
+            let file = self.lock_file()?;
+            return self.open_overlay_on(&file)?.ok_or_else(|| Error::Corrupt {
                 detail: format!(
                     "{}: the file needs repair since this process opened it",
                     self.path.display()
@@ -209,32 +290,7 @@ impl Opener {
             });
         }
         let storage: Box<dyn StorageBackend> = match &self.backend {
-            None => {
-                let recreated = self.options.create && reset_unfinished_file(&self.path)?;
-                if recreated {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        "the store file was never fully created (a crash during creation); \
-                         creating it again"
-                    );
-                } else {
-                    precheck_file(&self.path, self.options.create)?;
-                    refuse_journal_without_store(&self.path)?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(self.options.create)
-                    .truncate(false)
-                    .open(&self.path)
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::IsADirectory => Error::NotAFile {
-                            path: self.path.clone(),
-                        },
-                        _ => Error::from_io(e),
-                    })?;
-                Box::new(FileBackend::new(file).map_err(|e| map_open_error(e, &self.path))?)
-            }
+            None => return self.open_writing_on(&self.lock_file()?, false),
             Some(factory) => {
                 let storage = factory(StorageRole::Database).map_err(Error::from_io)?;
                 let journal_empty = || -> Result<bool> {
@@ -255,6 +311,11 @@ impl Opener {
                 storage
             }
         };
+        self.open_storage(storage)
+    }
+
+    /// Opens redb for writing on `storage` and checks (or initialises) the idemdb metadata.
+    fn open_storage(&self, storage: Box<dyn StorageBackend>) -> Result<redb::Database> {
         let storage = self.unsynced.wrap(storage);
         // Writes a failed sync left behind are made durable before redb reads the file.
         storage.settle().map_err(Error::from_io)?;
@@ -279,158 +340,10 @@ impl Opener {
     }
 }
 
-/// The largest file a creation cut short can leave: redb's initial layout is far smaller.
-const MAX_UNFINISHED_CREATION: u64 = 16 << 20;
-/// redb's header lives in the first page; everything after it is written by commits.
-const HEADER_PAGE: u64 = 4096;
-
-/// Whether a database holds nothing but what an interrupted creation leaves: redb writes
-/// its magic number last, after a header and a resize, so a crash in between leaves a file
-/// whose magic bytes are zero and whose every page after the header is zero. Such a file
-/// never held a record (every store commits its metadata right after creation, which
-/// writes pages past the header), so creating it again loses nothing; any other file
-/// without the magic is refused as before.
-fn creation_unfinished(
-    len: u64,
-    read: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
-) -> std::io::Result<bool> {
-    if len < REDB_MAGIC.len() as u64 || len > MAX_UNFINISHED_CREATION {
-        return Ok(false);
-    }
-    let mut magic = [0u8; REDB_MAGIC.len()];
-    read(0, &mut magic)?;
-    if magic != [0u8; REDB_MAGIC.len()] {
-        return Ok(false);
-    }
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut offset = HEADER_PAGE;
-    while offset < len {
-        let n = chunk.len().min((len - offset) as usize);
-        read(offset, &mut chunk[..n])?;
-        if chunk[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        offset += n as u64;
-    }
-    Ok(true)
-}
-
-/// Empties the file at `path` if it holds only what an interrupted creation leaves (see
-/// [`creation_unfinished`]) and no journal was ever created beside it (a store creates its
-/// journal right after its database, so a store that held anything has one). The file is
-/// locked first, as redb locks it: a file another process is creating right now is left
-/// alone (that process's open then reports it locked). Returns whether it was emptied.
-fn reset_unfinished_file(path: &Path) -> Result<bool> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(false);
-    };
-    if !meta.is_file() || meta.len() == 0 {
-        return Ok(false);
-    }
-    if std::fs::metadata(journal_path(path)).is_ok_and(|m| m.len() > 0) {
-        return Ok(false);
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(Error::from_io)?;
-    if file.try_lock().is_err() {
-        return Ok(false);
-    }
-    let unfinished = creation_unfinished(meta.len(), &mut |offset, out| {
-        std::os::unix::fs::FileExt::read_exact_at(&file, out, offset)
-    })
-    .map_err(Error::from_io)?;
-    if unfinished {
-        // Truncated through the locked handle, not unlinked: a symlink keeps pointing at the
-        // same file, and no one else can be writing it meanwhile.
-        file.set_len(0).map_err(Error::from_io)?;
-        file.sync_all().map_err(Error::from_io)?;
-    }
-    Ok(unfinished)
-}
-
-/// Refuses to create a store file where a journal already exists: a store creates its
-/// journal right after its database file, so a journal alone means the database file was
-/// deleted or moved, and creating an empty one would overwrite the journal and with it the
-/// acknowledged records it holds.
-fn refuse_journal_without_store(path: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Ok(());
-    }
-    let journal = journal_path(path);
-    match std::fs::metadata(&journal) {
-        Ok(meta) if meta.len() > 0 => Err(Error::Corrupt {
-            detail: format!(
-                "{}: the store file is missing, but its journal {} ({} bytes) is still there: \
-                 the store file was deleted or moved. Put it back; removing the journal instead \
-                 starts an empty store and loses every record the journal holds (the records \
-                 acknowledged since the last fold; `idemdb export --salvage` reads them)",
-                path.display(),
-                journal.display(),
-                meta.len()
-            ),
-        }),
-        _ => Ok(()),
-    }
-}
-
 fn backend_creation_unfinished(backend: &dyn StorageBackend) -> Result<bool> {
     let len = backend.len().map_err(Error::from_io)?;
-    creation_unfinished(len, &mut |offset, out| backend.read(offset, out)).map_err(Error::from_io)
-}
-
-/// Refuses paths that must never become a store: a directory, an empty file (most likely a
-/// truncated store), a file that is not redb at all.
-fn precheck_file(path: &Path, create: bool) -> Result<()> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if create {
-                return Ok(());
-            }
-            return Err(Error::Missing {
-                path: path.to_owned(),
-            });
-        }
-        Err(e) => return Err(Error::from_io(e)),
-    };
-    if !meta.is_file() {
-        return Err(Error::NotAFile {
-            path: path.to_owned(),
-        });
-    }
-    if meta.len() == 0 {
-        return Err(Error::EmptyFile {
-            path: path.to_owned(),
-        });
-    }
-    let mut head = Vec::with_capacity(REDB_MAGIC.len());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(REDB_MAGIC.len() as u64).read_to_end(&mut head))
-        .map_err(Error::from_io)?;
-    if head[..] != REDB_MAGIC[..head.len()] {
-        return Err(Error::NotAStore {
-            path: path.to_owned(),
-            reason: "it is not a redb database file".to_owned(),
-        });
-    }
-    if head.len() < REDB_MAGIC.len() {
-        return Err(Error::Corrupt {
-            detail: format!(
-                "{}: truncated to {} bytes, shorter than a database header",
-                path.display(),
-                head.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Refuses a path that is not an existing store file, as opening it would.
-pub(crate) fn precheck_existing(path: &Path) -> Result<()> {
-    precheck_file(path, false)
+    store_file::creation_unfinished(len, &mut |offset, out| backend.read(offset, out))
+        .map_err(Error::from_io)
 }
 
 /// The typed error for a failure redb reports while opening the file at `path`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use crate::storage::overlay::OverlayBackend;
+use redb::backends::FileBackend;
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -16,6 +16,9 @@ use crate::scan::ScanEntry;
 use crate::storage::check::guarded_unverified;
 use crate::storage::journal::file::{JournalFile, journal_path};
 use crate::storage::journal::{Inspection, Journal};
+use crate::storage::open::OpenOptions;
+use crate::storage::overlay::OverlayBackend;
+use crate::storage::store_file;
 use crate::storage::tables::{self, Checkpoint};
 
 /// What [`salvage`](crate::maintenance::salvage) read from a store and what it had to skip.
@@ -115,18 +118,34 @@ impl ReadOnly {
     }
 }
 
-/// Opens the database file without writing to it and without verifying its pages. A file
-/// that needs repair (a crash left it open) is repaired in memory only.
+/// Opens the database file without writing to it and without verifying its pages, under
+/// a shared lock taken before the file is judged. A file that needs repair (a crash left
+/// it open) is repaired in memory only, on the same locked file.
 pub(crate) fn open_read_only(path: &Path, cache_size: usize) -> Result<ReadOnly> {
-    crate::storage::open::precheck_existing(path)?;
+    let options = OpenOptions {
+        cache_size,
+        verify: false,
+        create: false,
+        defer_folds: false,
+        read_only: true,
+        block_on_lock: false,
+    };
+    let file = store_file::open_locked_or_missing(path, options)?;
     let mut builder = redb::Builder::new();
     builder.set_cache_size(cache_size);
     let map = |e| crate::storage::open::map_open_error(e, path);
-    match guarded_unverified(|| builder.open_read_only(path).map_err(map)) {
+    let handle = file.try_clone().map_err(Error::from_io)?;
+    let clean = guarded_unverified(|| {
+        let backend = FileBackend::new(handle).map_err(map)?;
+        builder.open_read_only_with_backend(backend).map_err(map)
+    });
+    match clean {
         Ok(db) => Ok(ReadOnly::Clean(db)),
         Err(Error::Locked { path }) => Err(Error::Locked { path }),
         Err(_) => {
-            let file = std::fs::File::open(path).map_err(Error::from_io)?;
+            // redb's refused open let the lock go with its handle: taken again, then the
+            // repair is made in memory over the same file.
+            store_file::lock(&file, path, options)?;
             let overlay = OverlayBackend::new(file).map_err(Error::from_io)?;
             guarded_unverified(|| builder.create_with_backend(overlay).map_err(map))
                 .map(ReadOnly::Repaired)

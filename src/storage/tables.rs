@@ -70,7 +70,7 @@ impl Checkpoint {
 }
 
 /// The last checkpoint, if the store has ever had a journal.
-pub(crate) fn read_checkpoint(db: &redb::Database) -> Result<Option<Checkpoint>> {
+pub(crate) fn read_checkpoint(db: &impl ReadableDatabase) -> Result<Option<Checkpoint>> {
     let read = db.begin_read().map_err(Error::from_redb)?;
     read_checkpoint_from(&read)
 }
@@ -119,7 +119,10 @@ pub(crate) fn split_index_key(bytes: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// it is a brand-new, empty redb database.
 pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
     // The read transaction of the check ends before the clean-up writes.
-    let tables = check_or_init_tables(db, path)?;
+    let tables = check_tables(db, path)?;
+    if tables.empty {
+        return init(db);
+    }
     if !tables.index_exact {
         drop_mismatched_index_entries(db)?;
     }
@@ -138,16 +141,36 @@ pub(crate) fn check_or_init(db: &redb::Database, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What [`check_or_init_tables`] found that needs writing.
+/// Checks that `db` is an idemdb store of a format this build reads, and reads as it is:
+/// one that would need a write first (a brand-new empty database, an older format) is
+/// [`Error::ReadOnly`].
+pub(crate) fn check_readable(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
+    let tables = check_tables(db, path)?;
+    let needs = if tables.empty {
+        "initialising a store never finished"
+    } else if !tables.generations || !tables.index_exact {
+        "upgrading the store from an older format"
+    } else {
+        return Ok(());
+    };
+    Err(Error::ReadOnly {
+        path: path.to_owned(),
+        needs: needs.to_owned(),
+    })
+}
+
+/// What [`check_tables`] found that needs writing.
 struct Found {
+    /// A redb database without any table: the store is still to be initialised.
+    empty: bool,
     /// The expiry index is marked exact.
     index_exact: bool,
     /// The store has its generations table.
     generations: bool,
 }
 
-/// The checks of [`check_or_init`].
-fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<Found> {
+/// The checks of [`check_or_init`] and [`check_readable`].
+fn check_tables(db: &impl ReadableDatabase, path: &Path) -> Result<Found> {
     let read = db.begin_read().map_err(Error::from_redb)?;
     let meta = match read.open_table(META) {
         Ok(meta) => meta,
@@ -174,7 +197,8 @@ fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<Found> {
             }
             // An empty redb file is what a crash between creating the file and the first
             // commit leaves behind, so it is initialised rather than refused.
-            return init(db).map(|()| Found {
+            return Ok(Found {
+                empty: true,
                 index_exact: true,
                 generations: true,
             });
@@ -225,6 +249,7 @@ fn check_or_init_tables(db: &redb::Database, path: &Path) -> Result<Found> {
         .map_err(Error::from_redb)?
         .is_some();
     Ok(Found {
+        empty: false,
         index_exact,
         generations,
     })

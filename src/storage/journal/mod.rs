@@ -22,7 +22,7 @@
 pub(crate) mod file;
 pub(crate) mod frame;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use redb::StorageBackend;
 
@@ -60,6 +60,21 @@ pub(crate) struct Recovered {
     pub(crate) frames: Vec<(u64, Vec<FrameEntry>)>,
     pub(crate) last_lsn: u64,
     pub(crate) head: u64,
+}
+
+impl Recovered {
+    /// The last state of each key the frames change (`None`: deleted): later frames win.
+    /// What a recovery folds, or a session that does not fold keeps in memory.
+    /// The frames are taken (left empty), not copied.
+    pub(crate) fn take_latest_states(&mut self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let mut latest = BTreeMap::new();
+        for (_, changes) in std::mem::take(&mut self.frames) {
+            for (key, value) in changes {
+                latest.insert(key, value);
+            }
+        }
+        latest
+    }
 }
 
 #[derive(Debug)]
