@@ -416,8 +416,10 @@ fn cancelled_begins_cost_one_thread() {
         pause(50).await;
         let during = threads();
         gate.open();
+        // Other tests of this binary start and stop stores meanwhile, so the count moves a
+        // little; a thread per cancelled begin would add 50.
         assert!(
-            during <= before + 4,
+            during <= before + 20,
             "{before} threads before, {during} after 50 cancelled begins"
         );
         for _ in 0..5_000 {
